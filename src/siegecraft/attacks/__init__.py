@@ -1,0 +1,1 @@
+"""Attacks on collaborative training, registered by name."""

@@ -1,0 +1,1 @@
+"""Defenses: robust aggregation, clipping, input-side detection and asynchronous defenses."""

@@ -1,0 +1,1 @@
+"""Tests of siegecraft.models (a package, so module names cannot clash with other test folders)."""

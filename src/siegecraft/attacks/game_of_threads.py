@@ -1,0 +1,219 @@
+"""Game of Threads (Sanchez Vicarte et al., ASPLOS 2020): poisoning Hogwild training by scheduling alone.
+
+The adversary is the OS. It never touches data, code or parameters; it only decides when each worker
+runs, and learns each batch's label mix through a (simulated) side channel.
+
+- Variant 1, stale optimiser state: in the high-learning-rate phase, hold a worker whose batch has at
+  least `bias` of the target label (before it reads the parameters). Let the others train to the end.
+  Release it: it computes its gradient on the converged model with its biased batch and applies it with
+  its stale, large learning rate and old momentum. At its next trap it is stopped and killed.
+- Variant 2, stale parameters: hold `n_held` such workers, let them read one snapshot together (the
+  others frozen at their traps), hold their writes until the others have converged, and release the
+  writes together. Stages 2..S repeat it on the current model: the N workers read one snapshot, their
+  writes are held and land back to back. Then they are killed.
+
+`GameOfThreads` is a `SchedulePolicy`: under `os-signals` a hold is a real SIGSTOP, under `gated` a
+withheld grant. `conditioned_share` conditions the workers' data orders to contain batches of that
+target share (an attacker who waits long enough sees one); `binomial_tail` says how long that is.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from siegecraft.hogwild.config import HogwildConfig
+from siegecraft.hogwild.data_order import PlantedRun, binomial_tail, steps_per_epoch
+from siegecraft.hogwild.policy import GO, HOLD, Decision, SchedulePolicy, WorkerControl
+from siegecraft.hogwild.traps import READ_TRAP, WRITE_TRAP, TrapEvent
+
+__all__ = ["GameOfThreads", "GameOfThreadsConfig", "binomial_tail", "planted_runs"]
+
+
+class GameOfThreadsConfig(BaseModel):
+    """The attacker's dials (the `[attack.options]` of a `game_of_threads` experiment)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    variant: Literal[1, 2] = 1
+    target_label: int = Field(0, ge=0)
+    bias: float = Field(0.2, gt=0, le=1, description="hold a batch with at least this share of the target")
+    n_held: int = Field(1, ge=1, description="variant 2: updates computed on one snapshot, released together")
+    stages: int = Field(1, ge=1, description="variant 2: how many times N held updates land together")
+    capture_from: float = Field(0.1, ge=0, description="earliest capture, in the victim's epochs")
+    capture_until: float | None = Field(None, gt=0, description="latest capture; default: first lr milestone")
+    conditioned_share: float | None = Field(
+        None, gt=0, le=1, description="condition data orders to contain batches with this target share"
+    )
+
+    @model_validator(mode="after")
+    def _variant_dials(self) -> GameOfThreadsConfig:
+        if self.variant == 1 and (self.n_held != 1 or self.stages != 1):
+            raise ValueError("n_held and stages are variant 2 dials; variant 1 holds one worker for one update")
+        if self.capture_until is not None and self.capture_until <= self.capture_from:
+            raise ValueError(f"capture_until={self.capture_until} must exceed capture_from={self.capture_from}")
+        if self.conditioned_share is not None and self.conditioned_share < self.bias:
+            raise ValueError(f"conditioned_share={self.conditioned_share} is below bias={self.bias}: "
+                             "the planted batches would never be held")
+        return self
+
+    def check_against(self, hog: HogwildConfig, num_classes: int) -> None:
+        """Cross-checks that need the training configuration."""
+        if self.target_label >= num_classes:
+            raise ValueError(f"attack target_label={self.target_label} but the dataset has {num_classes} classes")
+        if self.variant == 2 and self.n_held >= hog.workers:
+            raise ValueError(f"variant 2 holds n_held={self.n_held} workers; it needs at least one more "
+                             f"honest worker (hogwild.workers={hog.workers})")
+        if hog.scheduler == "free":
+            raise ValueError("game_of_threads acts through the scheduler: set hogwild.scheduler to "
+                             "'os-signals' or 'gated'")
+        if not hog.uses_side_channel():
+            raise ValueError("game_of_threads needs the label side channel (hogwild.side_channel = true)")
+
+    def window(self, hog: HogwildConfig) -> tuple[float, float]:
+        """Capture window in epochs: [capture_from, capture_until or the first lr milestone)."""
+        return self.capture_from, self.capture_until if self.capture_until is not None else hog.high_lr_until()
+
+
+def planted_runs(attack: GameOfThreadsConfig, hog: HogwildConfig, n_train: int) -> dict[int, PlantedRun]:
+    """Per-worker conditioned batches (empty unless `conditioned_share` is set), staggered by rank."""
+    if attack.conditioned_share is None:
+        return {}
+    spe = steps_per_epoch(n_train, hog.batch_size)
+    start = math.ceil(attack.capture_from * spe)
+    count = attack.stages if attack.variant == 2 else 1
+    return {r: PlantedRun(attack.target_label, attack.conditioned_share, start + r, count)
+            for r in range(hog.workers)}
+
+
+class GameOfThreads(SchedulePolicy):
+    """The attack as a state machine over trap events and ticks."""
+
+    traps = (True, True)
+
+    def __init__(self, cfg: GameOfThreadsConfig, hog: HogwildConfig) -> None:
+        self.cfg = cfg
+        self.window = cfg.window(hog)
+        self.n_wanted = cfg.n_held if cfg.variant == 2 else 1
+        self.phase = "collect"
+        self.victims: list[int] = []
+        self.shares: dict[int, float] = {}
+        self.frozen: set[int] = set()
+        self.stage = 0
+        self.stale_updates = 0
+        self.before_release: dict[str, Any] | None = None
+        self.snapshot_version: int | None = None
+
+    # -- helpers ------------------------------------------------------------------------------------
+    def _in_window(self, event: TrapEvent, ctl: WorkerControl) -> bool:
+        epoch = event.step / ctl.steps_per_epoch
+        return self.window[0] <= epoch < self.window[1]
+
+    def _live_victims(self, ctl: WorkerControl) -> list[int]:
+        return [v for v in self.victims if not ctl.finished(v)]
+
+    def _all_victims_held_at(self, kind: str, ctl: WorkerControl) -> bool:
+        return all(v in ctl.held and ctl.held[v].kind == kind for v in self._live_victims(ctl))
+
+    def _held_victim_shares(self, ctl: WorkerControl) -> list[float]:
+        assert ctl.channel is not None
+        return [round(ctl.channel.share(v, self.cfg.target_label), 4) for v in self._live_victims(ctl)]
+
+    # -- policy hooks -------------------------------------------------------------------------------
+    def on_trap(self, event: TrapEvent, ctl: WorkerControl) -> Decision:
+        is_victim = event.rank in self.victims
+        if self.phase == "collect":
+            if event.kind == READ_TRAP and not is_victim and self._in_window(event, ctl):
+                assert ctl.channel is not None
+                share = ctl.channel.share(event.rank, self.cfg.target_label)
+                if share >= self.cfg.bias:
+                    self.victims.append(event.rank)
+                    self.shares[event.rank] = share
+                    ctl.mark("hold", worker=event.rank, share=round(share, 4), local_step=event.step)
+                    if len(self.victims) == self.n_wanted:
+                        self._after_collect(ctl)
+                    return HOLD
+            return GO
+        if self.phase == "freeze":
+            if not is_victim:
+                self.frozen.add(event.rank)
+                return HOLD
+            return GO
+        if self.phase == "snapshot":
+            return HOLD  # victims stop before writing; frozen workers cannot trap
+        if self.phase == "landing" and is_victim:
+            if self.cfg.variant == 1 and event.kind == WRITE_TRAP:
+                self.stale_updates += 1
+                ctl.mark("stale update", worker=event.rank, local_step=event.step)
+                return GO
+            return HOLD  # its next read: stop it (variant 1: to be killed; variant 2: next stage)
+        if self.phase == "stage" and is_victim:
+            return HOLD if event.kind == WRITE_TRAP else GO
+        return GO
+
+    def _after_collect(self, ctl: WorkerControl) -> None:
+        if self.cfg.variant == 1:
+            self.phase = "wait"
+        else:
+            self.phase = "freeze"
+            ctl.mark("freeze", victims=list(self.victims))
+
+    def on_tick(self, ctl: WorkerControl) -> None:
+        if self.phase == "collect" and self.victims and ctl.others_finished(self.victims):
+            ctl.mark("capture incomplete", have=len(self.victims), wanted=self.n_wanted)
+            self._after_collect(ctl)
+        if self.phase == "freeze":
+            others = [r for r in range(ctl.workers) if r not in self.victims]
+            if all(r in ctl.held or ctl.finished(r) for r in others):
+                self.phase = "snapshot"
+                self.snapshot_version = ctl.state.version()
+                ctl.mark("snapshot read", victims=list(self.victims))
+                ctl.release(self.victims)
+        elif self.phase == "snapshot" and self._all_victims_held_at(WRITE_TRAP, ctl):
+            ctl.release(sorted(self.frozen))
+            self.frozen.clear()
+            self.phase = "wait"
+            ctl.mark("thaw")
+        elif self.phase == "wait" and ctl.others_finished(self.victims):
+            self.before_release = ctl.evaluate("before release")
+            if self.snapshot_version is None:
+                self.snapshot_version = ctl.state.version()
+            self.stage = 1
+            ctl.mark("release", victims=self._live_victims(ctl), stage=1)
+            self.stale_updates += len(self._live_victims(ctl)) if self.cfg.variant == 2 else 0
+            self.phase = "landing"
+            ctl.release(self.victims)
+        elif self.phase == "landing" and self._all_victims_held_at(READ_TRAP, ctl):
+            if self.cfg.variant == 2 and self.stage < self.cfg.stages and self._live_victims(ctl):
+                self.stage += 1
+                self.phase = "stage"
+                ctl.mark("snapshot read", stage=self.stage, shares=self._held_victim_shares(ctl))
+                ctl.release(self.victims)
+            else:
+                self._finish(ctl)
+        elif self.phase == "stage" and self._all_victims_held_at(WRITE_TRAP, ctl):
+            self.phase = "landing"
+            self.stale_updates += len(self._live_victims(ctl))
+            ctl.mark("release", victims=self._live_victims(ctl), stage=self.stage)
+            ctl.release(self.victims)
+
+    def _finish(self, ctl: WorkerControl) -> None:
+        for v in self._live_victims(ctl):
+            ctl.kill(v)
+        ctl.mark("kill", victims=list(self.victims))
+        self.phase = "finished"
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "variant": self.cfg.variant,
+            "target_label": self.cfg.target_label,
+            "triggered": bool(self.victims),
+            "victims": list(self.victims),
+            "held_shares": [round(self.shares[v], 4) for v in self.victims],
+            "stages_done": self.stage,
+            "stale_updates": self.stale_updates,
+            "phase": self.phase,
+            "before_release": self.before_release,
+        }

@@ -1,0 +1,94 @@
+"""Citadel: attested enclave roles, zero-sum masking and hierarchical aggregation (SIMULATION).
+
+There is no SGX here: each role is its own OS process, a mock authority signs attestation quotes
+behind `AttestationBackend`, and only encrypted messages cross between roles through an untrusted
+relay. The protocol (attestation policy, channels, fixed-point codec, zero-sum masks, tree,
+dropouts) is real. See docs/citadel.md.
+
+The torch-facing names (`CitadelSpec`, `CitadelRuntime`, `RoundResult`) load on first use, so role
+processes that only add masked integers never import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from siegecraft.enclave.attestation import (
+    AttestationBackend,
+    EnclavePlatform,
+    MockAttestationAuthority,
+    Quote,
+    QuoteVerifier,
+)
+from siegecraft.enclave.bundle import CodeBundle, sign_bundle, verify_bundle
+from siegecraft.enclave.channel import PeerIdentity, SecureChannel
+from siegecraft.enclave.codec import FixedPointCodec
+from siegecraft.enclave.errors import (
+    AttestationError,
+    BundleError,
+    ChannelError,
+    CitadelError,
+    CodecError,
+    MaskReuseError,
+    OutOfOrderError,
+    ReplayError,
+    RoundAbortedError,
+    TamperedMessageError,
+)
+from siegecraft.enclave.masks import MaskDomain, MaskGrant, MaskLedger, ZeroSumMaskIssuer, expand_mask
+from siegecraft.enclave.measurement import measure
+from siegecraft.enclave.session import AggregateResult, CitadelSession, PartySpec, SessionConfig
+from siegecraft.enclave.tree import AggregationTree
+
+if TYPE_CHECKING:
+    from siegecraft.enclave.runtime import CitadelRuntime, CitadelSpec, RoundResult
+
+_LAZY = {"CitadelRuntime": "runtime", "CitadelSpec": "runtime", "RoundResult": "runtime"}
+
+__all__ = [
+    "AggregateResult",
+    "AggregationTree",
+    "AttestationBackend",
+    "AttestationError",
+    "BundleError",
+    "ChannelError",
+    "CitadelError",
+    "CitadelRuntime",
+    "CitadelSession",
+    "CitadelSpec",
+    "CodeBundle",
+    "CodecError",
+    "EnclavePlatform",
+    "FixedPointCodec",
+    "MaskDomain",
+    "MaskGrant",
+    "MaskLedger",
+    "MaskReuseError",
+    "MockAttestationAuthority",
+    "OutOfOrderError",
+    "PartySpec",
+    "PeerIdentity",
+    "Quote",
+    "QuoteVerifier",
+    "ReplayError",
+    "RoundAbortedError",
+    "RoundResult",
+    "SecureChannel",
+    "SessionConfig",
+    "TamperedMessageError",
+    "ZeroSumMaskIssuer",
+    "expand_mask",
+    "measure",
+    "sign_bundle",
+    "verify_bundle",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'siegecraft.enclave' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"siegecraft.enclave.{module}"), name)
+    globals()[name] = value
+    return value

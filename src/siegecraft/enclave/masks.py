@@ -1,0 +1,144 @@
+"""Zero-sum masks: per-round random masks that hide each update and cancel in the total.
+
+Construction (admin-drawn, not pairwise): for the parties p_1..p_n of a round attempt the admin draws
+fresh 256-bit seeds s_1..s_{n-1} from the OS generator; party p_i's mask is PRG(s_i) expanded with
+AES-256-CTR under a key bound to (session, round, attempt, party, tensor). The last party gets no seed
+but the correction vector -(sum of the other masks) mod M, so the n masks sum to zero.
+
+Why not pairwise seeds (SecAgg): pairwise masks cost every party O(n * d) and need secret sharing to
+survive dropouts. Citadel already trusts its attested admin, so here each party only ever learns its
+own mask: unmasking one party needs the admin or all n-1 other parties, dropouts are handled by simply
+re-drawing masks for the survivors, and a party's cost is O(d) whatever n is. The admin pays O(n * d)
+to expand the seeds once; it does so while the training enclaves train, off the critical path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from siegecraft.enclave.errors import MaskReuseError
+
+SEED_BYTES = 32
+_ZERO_IV = bytes(16)
+
+
+def fresh_seed() -> bytes:
+    """A 256-bit seed from the operating system's cryptographic generator."""
+    return os.urandom(SEED_BYTES)
+
+
+@dataclass(frozen=True)
+class MaskDomain:
+    """Everything a mask is bound to; two different domains never share keystream."""
+
+    session: bytes
+    rnd: int
+    attempt: int
+    party: str
+
+    def tensor_label(self, tensor: int, modulus_bits: int) -> bytes:
+        party = self.party.encode()
+        return b"".join([
+            b"citadel/mask/v1\0", struct.pack(">H", len(self.session)), self.session,
+            struct.pack(">QIH", self.rnd, self.attempt, len(party)), party,
+            struct.pack(">IB", tensor, modulus_bits),
+        ])
+
+
+def expand_mask(seed: bytes, domain: MaskDomain, layout: Sequence[int], modulus_bits: int) -> np.ndarray:
+    """Deterministic uniform integers mod 2^modulus_bits for every tensor in `layout`, concatenated.
+
+    The AES key of tensor t is HMAC-SHA256(seed, domain label of t): a PRF keyed by the secret seed,
+    so keystreams of different rounds, attempts, parties and tensors are independent.
+    """
+    if len(seed) != SEED_BYTES:
+        raise ValueError(f"mask seeds must be {SEED_BYTES} bytes, got {len(seed)}")
+    dtype = np.dtype(np.uint64 if modulus_bits == 64 else np.uint32)
+    out = np.empty(int(sum(layout)), dtype=dtype)
+    offset = 0
+    for tensor, size in enumerate(layout):
+        key = hmac.new(seed, domain.tensor_label(tensor, modulus_bits), hashlib.sha256).digest()
+        stream = Cipher(algorithms.AES(key), modes.CTR(_ZERO_IV)).encryptor().update(bytes(size * dtype.itemsize))
+        out[offset:offset + size] = np.frombuffer(stream, dtype=dtype)
+        offset += size
+    return out
+
+
+@dataclass(frozen=True)
+class MaskGrant:
+    """What the admin sends one party: a seed, or (for the last party) the correction vector."""
+
+    domain: MaskDomain
+    seed: bytes | None = None
+    correction: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if (self.seed is None) == (self.correction is None):
+            raise ValueError("a mask grant carries exactly one of seed or correction")
+
+    def materialize(self, layout: Sequence[int], modulus_bits: int) -> np.ndarray:
+        """The party's mask vector."""
+        if self.seed is not None:
+            return expand_mask(self.seed, self.domain, layout, modulus_bits)
+        assert self.correction is not None
+        if self.correction.size != sum(layout):
+            raise ValueError(f"correction has {self.correction.size} entries, layout needs {sum(layout)}")
+        return self.correction
+
+
+class ZeroSumMaskIssuer:
+    """The admin's side: draws the masks of one round attempt and refuses to ever re-issue them."""
+
+    def __init__(self, session: bytes, layout: Sequence[int], modulus_bits: int) -> None:
+        self.session = session
+        self.layout = [int(s) for s in layout]
+        self.modulus_bits = modulus_bits
+        self._issued: set[tuple[int, int, str]] = set()
+
+    def issue(self, rnd: int, attempt: int, parties: Sequence[str]) -> dict[str, MaskGrant]:
+        """Fresh masks for `parties` (at least two) in (rnd, attempt), summing to zero mod M."""
+        if len(parties) < 2:
+            raise ValueError(f"zero-sum masking needs at least 2 parties, got {len(parties)}: a single "
+                             "party's 'sum' is its own update")
+        if len(set(parties)) != len(parties):
+            raise ValueError(f"duplicate parties in {list(parties)}")
+        reused = sorted(p for p in parties if (rnd, attempt, p) in self._issued)
+        if reused:
+            raise MaskReuseError(f"masks for round {rnd} attempt {attempt} were already issued to {reused}; "
+                                 "a mask is never issued twice")
+        self._issued.update((rnd, attempt, p) for p in parties)
+        grants: dict[str, MaskGrant] = {}
+        correction = np.zeros(sum(self.layout), dtype=np.uint64 if self.modulus_bits == 64 else np.uint32)
+        for party in parties[:-1]:
+            domain = MaskDomain(self.session, rnd, attempt, party)
+            grant = MaskGrant(domain, seed=fresh_seed())
+            np.subtract(correction, grant.materialize(self.layout, self.modulus_bits), out=correction)
+            grants[party] = grant
+        last = parties[-1]
+        grants[last] = MaskGrant(MaskDomain(self.session, rnd, attempt, last), correction=correction)
+        return grants
+
+
+class MaskLedger:
+    """A party's side: each (round, attempt) mask is applied at most once, and rounds only move forward."""
+
+    def __init__(self) -> None:
+        self._used: set[tuple[int, int]] = set()
+        self._latest_round = -1
+
+    def claim(self, rnd: int, attempt: int) -> None:
+        """Record that the mask of (rnd, attempt) is being used; raise MaskReuseError if it was before."""
+        if (rnd, attempt) in self._used:
+            raise MaskReuseError(f"the mask of round {rnd} attempt {attempt} was already used; refusing reuse")
+        if rnd < self._latest_round:
+            raise MaskReuseError(f"mask for past round {rnd} refused (current round {self._latest_round})")
+        self._used.add((rnd, attempt))
+        self._latest_round = rnd

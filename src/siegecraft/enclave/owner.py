@@ -1,0 +1,110 @@
+"""The model owner's endpoint, in the launching process: attests the admin, ships the signed bundle
+and each round's weights to the attested training enclaves, and receives the mean update from the root.
+
+The model owner is not an enclave; its X25519 key is vouched for by its Ed25519 signature, whose
+public half is part of every role's measured configuration.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from siegecraft.enclave.attestation import AttestationBackend, Quote, QuoteVerifier, key_fingerprint
+from siegecraft.enclave.bundle import CodeBundle, sign_bundle
+from siegecraft.enclave.channel import PeerIdentity, SecureChannel
+from siegecraft.enclave.errors import AttestationError, BundleError, CitadelError, RoundAbortedError
+from siegecraft.enclave.roles.admin import OWNER_HELLO_DOMAIN, leaf_name
+from siegecraft.enclave.roles.base import ADMIN, HOST, OWNER, Endpoint, Message, peer_context
+from siegecraft.enclave.transport import Mailbox
+from siegecraft.enclave.tree import ROOT
+from siegecraft.enclave.wire import Envelope
+
+
+class ModelOwner(Endpoint):
+    """The model owner's side of the protocol."""
+
+    def __init__(self, mailbox: Mailbox, backend: AttestationBackend, admin_measurement: bytes,
+                 signing_key: Ed25519PrivateKey | None = None) -> None:
+        self.signing_key = signing_key or Ed25519PrivateKey.generate()
+        self.verify_key = self.signing_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        super().__init__(OWNER, mailbox, key_fingerprint(self.verify_key))
+        self.backend = backend
+        self.admin_measurement = admin_measurement
+        self.rejections: list[str] = []
+
+    def on_rejected(self, env: Envelope, exc: CitadelError) -> None:
+        super().on_rejected(env, exc)
+        self.rejections.append(f"{env.kind} from {env.src}: {exc}")
+
+    def connect(self, policy: dict[str, Any], timeout: float) -> None:
+        """Attest the admin, send it the policy and open channels to the roles it attested."""
+        verifier = QuoteVerifier(self.backend, {ADMIN: self.admin_measurement}, nonce_ttl_s=timeout)
+        nonce = verifier.challenge(ADMIN)
+        signature = self.signing_key.sign(OWNER_HELLO_DOMAIN + self.identity.public_key + nonce)
+        self.send_plain(ADMIN, "OWNER_HELLO", {"public_key": self.identity.public_key.hex(), "nonce": nonce.hex(),
+                                               "signature": signature.hex()})
+        msg = self.wait_for(lambda m: m.kind == "ADMIN_EVIDENCE" and m.src == ADMIN, timeout, "the admin's quote")
+        admin_key = bytes.fromhex(msg.meta["public_key"])
+        verifier.verify(ADMIN, Quote.from_dict(msg.meta["quote"]), admin_key)
+        admin = PeerIdentity(ADMIN, admin_key, self.admin_measurement)
+        self.channels[ADMIN] = SecureChannel(self.identity, self.key, admin, b"citadel/owner/" + nonce)
+        self.send(ADMIN, "POLICY", policy)
+        msg = self.wait_for(lambda m: m.src in (ADMIN, HOST) and m.kind in ("DIRECTORY", "ATTESTATION_FAILED",
+                                                                            "PEER_DOWN"),
+                            timeout, "the admin's directory of attested roles")
+        if msg.kind == "PEER_DOWN":
+            raise AttestationError(f"{msg.meta.get('role')} exited before attestation completed")
+        if msg.kind == "ATTESTATION_FAILED":
+            raise AttestationError(f"attestation of {msg.meta['role']} failed: {msg.meta['reason']}")
+        session = bytes.fromhex(msg.meta["session"])
+        for data in msg.meta["peers"]:
+            peer = PeerIdentity.from_dict(data)
+            self.channels[peer.role] = SecureChannel(self.identity, self.key, peer, peer_context(session))
+        self.release_held()
+
+    def deploy(self, bundle: CodeBundle, clients: list[int], timeout: float) -> dict[int, int]:
+        """Send the signed bundle to every training enclave; returns client -> number of samples."""
+        for c in clients:
+            self.send(leaf_name(c), "BUNDLE", {"signed": sign_bundle(bundle, self.signing_key, leaf_name(c))})
+        counts: dict[int, int] = {}
+        waiting = {leaf_name(c): c for c in clients}
+        while waiting:
+            msg = self.wait_for(lambda m: (m.kind == "BUNDLE_ACK" and m.src in waiting) or m.kind == "PEER_DOWN",
+                                timeout, f"bundle acknowledgements from {sorted(waiting)}")
+            if msg.kind == "PEER_DOWN":
+                raise CitadelError(f"{msg.meta.get('role')} exited while loading the bundle")
+            if "error" in msg.meta:
+                raise BundleError(f"{msg.src} refused the bundle: {msg.meta['error']}")
+            counts[waiting.pop(msg.src)] = int(msg.meta["num_samples"])
+        return counts
+
+    def start_round(self, rnd: int, weights: np.ndarray, clients: list[int]) -> None:
+        """Tell the admin who takes part, then send each training enclave the encrypted weights."""
+        self.rejections.clear()
+        self.send(ADMIN, "ROUND_PLAN", {"rnd": rnd, "clients": clients})
+        for c in clients:
+            self.send(leaf_name(c), "ROUND_START", {"rnd": rnd}, {"weights": weights})
+
+    def await_result(self, rnd: int, timeout: float) -> Message:
+        """The root's RESULT for `rnd`; raises RoundAbortedError on abort, rejection, role loss or timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.rejections:
+                raise RoundAbortedError(rnd, f"the model owner rejected a message: {self.rejections[0]}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RoundAbortedError(rnd, f"no result within {timeout:g} s")
+            msg = self.next_message(min(left, 0.5))
+            if msg is None:
+                continue
+            if msg.kind == "RESULT" and msg.src == ROOT and int(msg.meta["rnd"]) == rnd:
+                return msg
+            if msg.kind == "ABORT" and msg.src == ADMIN and int(msg.meta["rnd"]) == rnd:
+                raise RoundAbortedError(rnd, str(msg.meta["reason"]), list(msg.meta.get("dropped", [])))
+            if msg.kind == "PEER_DOWN" and not str(msg.meta.get("role", "")).startswith("te-"):
+                raise RoundAbortedError(rnd, f"role {msg.meta.get('role')} exited")

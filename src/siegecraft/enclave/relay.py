@@ -1,0 +1,145 @@
+"""The untrusted host: routes envelopes between role processes and sees only what is on the wire.
+
+SIMULATION: the relay runs as threads of the launching process and holds no keys. It routes by the
+public header, can record every envelope it forwards (the transcript the leak tests inspect) and,
+for tests, can run a `tamper` hook that drops, alters, duplicates or replays envelopes - everything
+a hostile host could do. When a role's pipe closes (the process died) it tells the admin and the
+model owner with a plaintext PEER_DOWN notice; trusting it costs nothing, since the host can always
+cause a dropout by withholding messages.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+
+from siegecraft.enclave.errors import ChannelError
+from siegecraft.enclave.transport import POLL_S
+from siegecraft.enclave.wire import PLAINTEXT_SEQ, Envelope, pack
+
+log = logging.getLogger("siegecraft.enclave")
+
+HOST = "host"
+#: test hook: (parsed header with an empty body, raw envelope bytes) -> the byte strings to deliver instead
+Tamper = Callable[[Envelope, bytes], list[bytes]]
+
+
+@dataclass(frozen=True)
+class TranscriptEntry:
+    """One envelope as the relay saw it."""
+
+    time: float
+    src: str
+    dst: str
+    kind: str
+    seq: int
+    size: int
+    data: bytes
+
+
+class Relay:
+    """Routes raw envelopes between attached roles through per-role reader and writer threads."""
+
+    def __init__(self, *, record: bool = False, tamper: Tamper | None = None,
+                 notify: tuple[str, ...] = ("admin", "owner")) -> None:
+        self.record = record
+        self.tamper = tamper
+        self.notify = notify
+        self._writers: dict[str, queue.Queue[bytes | None]] = {}
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._transcript: list[TranscriptEntry] = []
+        self.down: set[str] = set()
+        self.dropped = 0
+        self._stop = threading.Event()
+        self._conns: list[Connection] = []
+
+    def attach(self, role: str, conn: Connection) -> None:
+        """Start relaying for `role` over the relay's end `conn` of its pipe."""
+        out: queue.Queue[bytes | None] = queue.Queue()
+        self._writers[role] = out
+        self._conns.append(conn)
+        for target, name in ((self._read, "read"), (self._write, "write")):
+            thread = threading.Thread(target=target, args=(role, conn) if name == "read" else (role, conn, out),
+                                      name=f"relay-{name}-{role}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    @property
+    def transcript(self) -> list[TranscriptEntry]:
+        with self._lock:
+            return list(self._transcript)
+
+    def send_plaintext(self, dst: str, kind: str, meta: dict) -> None:
+        """A host-originated notice (PEER_DOWN, STOP); never trusted for anything security-relevant."""
+        env = Envelope(kind, HOST, dst, PLAINTEXT_SEQ, pack(meta))
+        self._deliver(dst, env.to_bytes())
+
+    def _read(self, role: str, conn: Connection) -> None:
+        while not self._stop.is_set():
+            try:
+                if not conn.poll(POLL_S):
+                    continue
+                data = conn.recv_bytes()
+            except (EOFError, OSError):
+                break
+            try:
+                env, _ = Envelope.parse_header(data)
+            except ChannelError as exc:
+                log.warning("relay: dropped malformed bytes from %s: %s", role, exc)
+                continue
+            if self.record:
+                with self._lock:
+                    self._transcript.append(TranscriptEntry(time.monotonic(), env.src, env.dst, env.kind,
+                                                            env.seq, len(data), data))
+            for item in self._tampered(env, data):
+                self._deliver(env.dst, item)
+        self.down.add(role)
+        if not self._stop.is_set():
+            for dst in self.notify:
+                if dst != role and dst not in self.down:
+                    self.send_plaintext(dst, "PEER_DOWN", {"role": role})
+
+    def _tampered(self, env: Envelope, data: bytes) -> list[bytes]:
+        if self.tamper is None:
+            return [data]
+        try:
+            return self.tamper(env, data)
+        except Exception:  # a broken test hook must not kill the relay thread
+            log.exception("relay: tamper hook failed; the envelope is dropped")
+            return []
+
+    def _deliver(self, dst: str, data: bytes) -> None:
+        out = self._writers.get(dst)
+        if out is None or dst in self.down:
+            self.dropped += 1
+            return
+        out.put(data)
+
+    def _write(self, role: str, conn: Connection, out: queue.Queue[bytes | None]) -> None:
+        while True:
+            data = out.get()
+            if data is None:
+                return
+            try:
+                conn.send_bytes(data)
+            except (BrokenPipeError, OSError):
+                self.down.add(role)
+                return
+
+    def close(self, timeout: float = 3.0) -> None:
+        """Stop every relay thread, then close the relay's pipe ends."""
+        self._stop.set()
+        for out in self._writers.values():
+            out.put(None)
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        if not any(t.is_alive() for t in self._threads):
+            for conn in self._conns:
+                conn.close()

@@ -1,0 +1,1 @@
+"""Citadel role processes: admin, training enclaves, aggregators (and their shared machinery)."""

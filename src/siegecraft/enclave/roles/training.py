@@ -1,0 +1,132 @@
+"""The training enclave of one data owner: trains the model owner's code on local data, masks the update.
+
+It receives the model owner's signed bundle and each round's weights over its attested channel,
+computes (local - global) with the bundle's trainer, multiplies it by its sample count and encodes
+it (READY to the admin), then adds the mask the admin issued for (round, attempt) and sends the
+masked vector to its parent aggregator. The encoded update stays inside this process, so a remask
+after a dropout only needs the new mask.
+
+Fault injection (`faults` in the measured config; tests only): {"crash": {"round": r, "stage":
+"train" | "mask"}} exits the process at that point; {"stall": {"round": r, "seconds": s}} sleeps
+before answering, like an enclave starved by its host.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from siegecraft.enclave.bundle import Trainer, load_trainer, verify_bundle
+from siegecraft.enclave.codec import FixedPointCodec
+from siegecraft.enclave.errors import BundleError, CitadelError, MaskReuseError
+from siegecraft.enclave.masks import MaskDomain, MaskGrant, MaskLedger
+from siegecraft.enclave.roles.base import ADMIN, OWNER, EnclaveRole, Message
+
+CRASH_EXIT_CODE = 17
+
+
+class TrainingRole(EnclaveRole):
+    """One data owner's enclave: local training, fixed-point encoding, masking."""
+
+    kind = "training"
+
+    def setup(self) -> None:
+        super().setup()
+        self.codec = FixedPointCodec.from_config(self.config["codec"])
+        self.rounding_seed = int(self.config["codec"].get("rounding_seed", 0))
+        self.client_id = int(self.config["client_id"])
+        self.parent = str(self.config["parent"])
+        self.faults: dict[str, Any] = dict(self.config.get("faults") or {})
+        self.ledger = MaskLedger()
+        self.pending_update: tuple[int, np.ndarray] | None = None
+        msg = self.wait_for(lambda m: m.kind == "BUNDLE" and m.src == OWNER, self.start_timeout_s,
+                            "the model owner's bundle")
+        try:
+            bundle = verify_bundle(msg.meta["signed"], bytes.fromhex(self.config["owner_verify_key"]), self.id)
+            self.trainer: Trainer = load_trainer(bundle, self.config["data"], self.client_id)
+        except BundleError as exc:
+            self.send(OWNER, "BUNDLE_ACK", {"error": str(exc)})
+            raise
+        self.num_samples = int(self.trainer.num_samples)
+        self.send(OWNER, "BUNDLE_ACK", {"num_samples": self.num_samples})
+        self.audit("bundle_loaded", entrypoint=bundle.entrypoint, num_samples=self.num_samples)
+
+    def _fault(self, stage: str, rnd: int) -> None:
+        crash = self.faults.get("crash")
+        if crash and int(crash["round"]) == rnd and crash["stage"] == stage:
+            self.audit("fault_crash", rnd=rnd, stage=stage)
+            os._exit(CRASH_EXIT_CODE)
+        stall = self.faults.get("stall")
+        if stall and stage == "train" and int(stall["round"]) == rnd:
+            time.sleep(float(stall["seconds"]))
+
+    def handle(self, msg: Message) -> None:
+        if not msg.sealed:
+            return
+        if msg.kind == "ROUND_START" and msg.src == OWNER:
+            self._train(int(msg.meta["rnd"]), msg.arrays["weights"])
+        elif msg.kind == "MASK" and msg.src == ADMIN:
+            self._mask(msg)
+        elif msg.kind == "ABORT" and msg.src == ADMIN:
+            if self.pending_update is not None and self.pending_update[0] <= int(msg.meta["rnd"]):
+                self.pending_update = None
+        else:
+            self.audit("ignored", kind=msg.kind, src=msg.src)
+
+    def _train(self, rnd: int, weights: np.ndarray) -> None:
+        self._fault("train", rnd)
+        if self.num_samples <= 0:
+            self.send(ADMIN, "READY", {"rnd": rnd, "ok": False, "reason": "no training data"})
+            return
+        start = time.monotonic()
+        try:
+            delta = np.asarray(self.trainer.update(rnd, np.array(weights, copy=True)))
+        except Exception as exc:  # noqa: BLE001 - any failure of the model owner's code is a dropout
+            self.pending_update = None
+            self.audit("training_failed", rnd=rnd, error=f"{type(exc).__name__}: {exc}")
+            self.send(ADMIN, "READY", {"rnd": rnd, "ok": False, "reason": f"training failed: {exc}"})
+            return
+        if not np.isfinite(delta).all():
+            self.pending_update = None
+            self.send(ADMIN, "READY", {"rnd": rnd, "ok": False, "reason": "the update contains NaN or inf"})
+            return
+        rng = np.random.default_rng([self.rounding_seed, self.client_id, rnd])
+        encoded = self.codec.encode(delta, weight=self.num_samples, rng=rng)
+        self.pending_update = (rnd, encoded)
+        self.send(ADMIN, "READY", {"rnd": rnd, "ok": True, "num_samples": self.num_samples,
+                                   "train_s": time.monotonic() - start})
+
+    def _mask(self, msg: Message) -> None:
+        rnd, attempt = int(msg.meta["rnd"]), int(msg.meta["attempt"])
+        if self.pending_update is None or self.pending_update[0] != rnd:
+            self.audit("ignored", kind="MASK", rnd=rnd, reason="no encoded update for this round")
+            return
+        try:
+            self.ledger.claim(rnd, attempt)
+        except MaskReuseError as exc:
+            self.on_rejected_mask(exc)
+            return
+        self._fault("mask", rnd)
+        domain = MaskDomain(self.session, rnd, attempt, self.id)
+        seed = msg.meta.get("seed")
+        grant = MaskGrant(domain, seed=bytes.fromhex(seed)) if seed else MaskGrant(
+            domain, correction=msg.arrays["correction"])
+        layout = [int(s) for s in msg.meta["layout"]]
+        encoded = self.pending_update[1]
+        mask = grant.materialize(layout, self.codec.modulus_bits)
+        if mask.dtype != encoded.dtype or mask.shape != encoded.shape:
+            self.on_rejected_mask(CitadelError(f"mask {mask.dtype}{mask.shape} does not fit the update "
+                                                 f"{encoded.dtype}{encoded.shape}"))
+            return
+        masked = encoded + mask
+        meta = {"rnd": rnd, "attempt": attempt, "counts": {str(self.client_id): self.num_samples},
+                "t_sent": time.monotonic()}
+        self.send(self.parent, "MASKED", meta, {"v": masked})
+        self.send(ADMIN, "SUBMITTED", {"rnd": rnd, "attempt": attempt})
+
+    def on_rejected_mask(self, exc: CitadelError) -> None:
+        self.audit("rejected", kind="MASK", error=str(exc))
+        self.send(ADMIN, "ALERT", {"reason": f"{self.id}: {exc}"})

@@ -1,0 +1,109 @@
+"""Byte formats that cross the untrusted relay: envelopes and the payloads sealed inside them.
+
+An envelope is `MAGIC | u32 header length | JSON header | body`. The header (kind, sender, receiver,
+sequence number) is public routing data; for sealed envelopes it is also the AES-GCM associated data,
+so the relay can read it but not change it. Payloads are JSON metadata plus raw numpy arrays - never
+pickle, because an enclave must not run code chosen by whoever wrote the bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from siegecraft.enclave.errors import ChannelError
+
+MAGIC = b"CTDL1"
+PLAINTEXT_SEQ = -1
+ALLOWED_DTYPES = frozenset({"uint32", "uint64", "int64", "float32", "float64"})
+_U32 = struct.Struct(">I")
+
+
+def canonical_json(value: Any) -> bytes:
+    """Deterministic JSON (sorted keys, no spaces): the form that is hashed, signed or measured."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """One message on the relay: a public header and a (usually encrypted) body."""
+
+    kind: str
+    src: str
+    dst: str
+    seq: int
+    body: bytes
+
+    @property
+    def sealed(self) -> bool:
+        return self.seq != PLAINTEXT_SEQ
+
+    def header_bytes(self) -> bytes:
+        """The exact header bytes; the associated data of a sealed body."""
+        header = canonical_json({"kind": self.kind, "src": self.src, "dst": self.dst, "seq": self.seq})
+        return MAGIC + _U32.pack(len(header)) + header
+
+    def to_bytes(self) -> bytes:
+        return self.header_bytes() + self.body
+
+    @classmethod
+    def parse_header(cls, data: bytes) -> tuple[Envelope, int]:
+        """The envelope with an empty body, and where the body starts (the relay never copies bodies)."""
+        if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 4:
+            raise ChannelError("malformed envelope: bad magic or truncated header")
+        (length,) = _U32.unpack_from(data, len(MAGIC))
+        end = len(MAGIC) + 4 + length
+        try:
+            header = json.loads(data[len(MAGIC) + 4:end])
+            env = cls(str(header["kind"]), str(header["src"]), str(header["dst"]), int(header["seq"]), b"")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ChannelError(f"malformed envelope header: {exc}") from None
+        if len(data) < end or env.header_bytes() != data[:end]:
+            raise ChannelError("malformed envelope: header is truncated or not in canonical form")
+        return env, end
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Envelope:
+        """Parse an envelope; raise ChannelError on anything malformed."""
+        env, end = cls.parse_header(data)
+        return cls(env.kind, env.src, env.dst, env.seq, data[end:])
+
+
+def pack(meta: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> bytes:
+    """Serialise JSON-able `meta` and named 1-D arrays into one payload."""
+    arrays = arrays or {}
+    specs, blobs = [], []
+    for name, arr in arrays.items():
+        arr = np.ascontiguousarray(arr)
+        if arr.dtype.name not in ALLOWED_DTYPES:
+            raise TypeError(f"array {name!r} has dtype {arr.dtype}; allowed: {sorted(ALLOWED_DTYPES)}")
+        specs.append([name, arr.dtype.name, int(arr.size)])
+        blobs.append(arr.reshape(-1).view(np.uint8).data)
+    header = canonical_json({"meta": meta, "arrays": specs})
+    return b"".join([_U32.pack(len(header)), header, *blobs])
+
+
+def unpack(payload: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Inverse of `pack`; arrays are read-only views into `payload`. Raises ChannelError if malformed."""
+    try:
+        (length,) = _U32.unpack_from(payload, 0)
+        header = json.loads(payload[4:4 + length])
+        offset = 4 + length
+        arrays: dict[str, np.ndarray] = {}
+        for name, dtype, size in header["arrays"]:
+            if dtype not in ALLOWED_DTYPES:
+                raise ValueError(f"dtype {dtype!r} not allowed")
+            nbytes = np.dtype(dtype).itemsize * int(size)
+            if offset + nbytes > len(payload):
+                raise ValueError("array data truncated")
+            arrays[name] = np.frombuffer(payload, dtype=dtype, count=int(size), offset=offset)
+            offset += nbytes
+        if offset != len(payload):
+            raise ValueError("trailing bytes after the arrays")
+        return dict(header["meta"]), arrays
+    except (ValueError, KeyError, TypeError, struct.error) as exc:
+        raise ChannelError(f"malformed payload: {exc}") from None

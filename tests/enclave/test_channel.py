@@ -1,0 +1,130 @@
+"""Secure channels: round trips work; tampering, replay, reordering, misrouting and reflection do not."""
+
+from __future__ import annotations
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from siegecraft.enclave.channel import PeerIdentity, SecureChannel, public_bytes, transcript_hash
+from siegecraft.enclave.errors import ChannelError, OutOfOrderError, ReplayError, TamperedMessageError
+from siegecraft.enclave.wire import PLAINTEXT_SEQ, Envelope
+
+CONTEXT = b"ctx"
+
+
+def identity(role: str, key: X25519PrivateKey) -> PeerIdentity:
+    return PeerIdentity(role, public_bytes(key), b"m-" + role.encode())
+
+
+@pytest.fixture
+def pair() -> tuple[SecureChannel, SecureChannel]:
+    ka, kb = X25519PrivateKey.generate(), X25519PrivateKey.generate()
+    a, b = identity("te-0", ka), identity("agg-1-0", kb)
+    return SecureChannel(a, ka, b, CONTEXT), SecureChannel(b, kb, a, CONTEXT)
+
+
+def test_round_trip_both_directions(pair: tuple[SecureChannel, SecureChannel]) -> None:
+    a, b = pair
+    for i in range(3):
+        assert b.open(a.seal("MASKED", b"payload %d" % i)) == b"payload %d" % i
+        assert a.open(b.seal("ACK", b"back %d" % i)) == b"back %d" % i
+
+
+def test_ciphertext_does_not_contain_the_plaintext(pair: tuple[SecureChannel, SecureChannel]) -> None:
+    a, _ = pair
+    secret = b"model weights " * 10
+    env = a.seal("ROUND_START", secret)
+    assert secret[:16] not in env.to_bytes()
+
+
+def test_tampered_ciphertext_is_rejected(pair: tuple[SecureChannel, SecureChannel]) -> None:
+    a, b = pair
+    env = a.seal("MASKED", b"x" * 64)
+    body = bytearray(env.body)
+    body[5] ^= 1
+    with pytest.raises(TamperedMessageError, match="authentication failed"):
+        b.open(Envelope(env.kind, env.src, env.dst, env.seq, bytes(body)))
+
+
+def test_tampered_header_is_rejected(pair: tuple[SecureChannel, SecureChannel]) -> None:
+    a, b = pair
+    env = a.seal("MASKED", b"x")
+    with pytest.raises(TamperedMessageError):
+        b.open(Envelope("RESULT", env.src, env.dst, env.seq, env.body))
+
+
+def test_replayed_message_is_rejected(pair: tuple[SecureChannel, SecureChannel]) -> None:
+    a, b = pair
+    env = a.seal("MASKED", b"x")
+    b.open(env)
+    with pytest.raises(ReplayError, match="replayed"):
+        b.open(env)
+
+
+def test_reordered_or_dropped_message_is_rejected(pair: tuple[SecureChannel, SecureChannel]) -> None:
+    a, b = pair
+    first, second = a.seal("M", b"1"), a.seal("M", b"2")
+    with pytest.raises(OutOfOrderError, match="out-of-order"):
+        b.open(second)
+    assert b.open(first) == b"1"
+    assert b.open(second) == b"2"
+
+
+def test_forged_sequence_number_is_rejected(pair: tuple[SecureChannel, SecureChannel]) -> None:
+    a, b = pair
+    env = a.seal("M", b"1")
+    with pytest.raises(TamperedMessageError):
+        b.open(Envelope(env.kind, env.src, env.dst, env.seq + 1, env.body))
+
+
+def test_misrouted_and_reflected_messages_are_rejected(pair: tuple[SecureChannel, SecureChannel]) -> None:
+    a, b = pair
+    env = a.seal("M", b"1")
+    with pytest.raises(ChannelError, match="misrouted"):
+        a.open(env)  # reflected back to its sender
+    with pytest.raises(ChannelError, match="misrouted"):
+        b.open(Envelope(env.kind, "root", env.dst, env.seq, env.body))
+    relabelled = Envelope(env.kind, b.peer.role, b.local.role, env.seq, env.body)
+    reflected_from_b = b.seal("M", b"2")
+    with pytest.raises(TamperedMessageError):  # keys differ per direction, so a reflected body never verifies
+        a.open(Envelope(reflected_from_b.kind, reflected_from_b.src, reflected_from_b.dst, 0, env.body))
+    assert b.open(relabelled) == b"1"
+
+
+def test_plaintext_is_refused_on_a_channel(pair: tuple[SecureChannel, SecureChannel]) -> None:
+    _, b = pair
+    with pytest.raises(ChannelError, match="plaintext"):
+        b.open(Envelope("M", "te-0", "agg-1-0", PLAINTEXT_SEQ, b"hello"))
+
+
+def test_keys_are_bound_to_the_transcript() -> None:
+    ka, kb = X25519PrivateKey.generate(), X25519PrivateKey.generate()
+    a, b = identity("te-0", ka), identity("agg-1-0", kb)
+    sender = SecureChannel(a, ka, b, CONTEXT)
+    env = sender.seal("M", b"1")
+    for receiver in (SecureChannel(b, kb, a, b"other context"),
+                     SecureChannel(b, kb, PeerIdentity(a.role, a.public_key, b"other measurement"), CONTEXT)):
+        with pytest.raises(TamperedMessageError):
+            receiver.open(env)
+
+
+def test_swapped_peer_key_cannot_read_the_channel() -> None:
+    ka, kb, kx = (X25519PrivateKey.generate() for _ in range(3))
+    a, b = identity("te-0", ka), identity("agg-1-0", kb)
+    env = SecureChannel(a, ka, b, CONTEXT).seal("M", b"secret")
+    impostor = PeerIdentity("agg-1-0", public_bytes(kx), b.measurement)
+    with pytest.raises(TamperedMessageError):
+        SecureChannel(impostor, kx, a, CONTEXT).open(env)
+
+
+def test_transcript_hash_is_symmetric_and_sensitive() -> None:
+    ka, kb = X25519PrivateKey.generate(), X25519PrivateKey.generate()
+    a, b = identity("x", ka), identity("y", kb)
+    assert transcript_hash(a, b, CONTEXT) == transcript_hash(b, a, CONTEXT)
+    assert transcript_hash(a, b, CONTEXT) != transcript_hash(a, b, b"ctx2")
+
+
+def test_mismatched_private_key_is_refused() -> None:
+    ka, kb = X25519PrivateKey.generate(), X25519PrivateKey.generate()
+    with pytest.raises(ChannelError, match="does not match"):
+        SecureChannel(identity("a", ka), kb, identity("b", kb), CONTEXT)

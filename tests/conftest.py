@@ -5,6 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import torch
+
+# One intra-op thread: the suite spawns worker processes (enclaves, Hogwild, functions) that would
+# otherwise oversubscribe a 2-core machine, and single-threaded kernels make float sums reproducible.
+torch.set_num_threads(1)
 
 
 def tiny_raw(**overrides: Any) -> dict[str, Any]:

@@ -55,3 +55,24 @@ def test_data_partition_prints_class_counts(tmp_path: Path) -> None:
 def test_data_list_names_datasets() -> None:
     res = runner.invoke(app, ["data", "list"])
     assert res.exit_code == 0 and "fashion_mnist" in res.output and "digits" in res.output
+
+
+def test_serverless_redis_start_and_stop() -> None:
+    import shutil
+    import socket
+
+    import pytest
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server binary not installed")
+    res = runner.invoke(app, ["serverless", "redis", "start"])
+    assert res.exit_code == 0, res.output
+    pidfile = res.output.split("pidfile")[-1].strip()
+    port = int(res.output.split("redis://127.0.0.1:")[1].split()[0])
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+        s.sendall(b"PING\r\n")
+        assert s.recv(16).startswith(b"+PONG")
+    res = runner.invoke(app, ["serverless", "redis", "stop", pidfile])
+    assert res.exit_code == 0 and "stopped" in res.output, res.output
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()

@@ -86,3 +86,9 @@ def test_resolved_config_round_trips_through_toml(tmp_path: Path) -> None:
     again = load_experiment(path)
     assert again == exp
     assert isinstance(again, Experiment)
+
+
+def test_hogwild_cross_section_mistakes_fail_at_config_time() -> None:
+    raw = tiny_raw(topology="hogwild", hogwild={"workers": 2}, defense={"names": ["no-such-defense"]})
+    with pytest.raises(ConfigError, match="no-such-defense"):
+        build_experiment(raw)

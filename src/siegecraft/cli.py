@@ -1,4 +1,4 @@
-"""The `siegecraft` command line: run, report, data."""
+"""The `siegecraft` command line: run, sweep, report, matrix, data."""
 
 from __future__ import annotations
 
@@ -81,6 +81,35 @@ def run(
 
 
 @app.command()
+def sweep(
+    config: Annotated[Path, typer.Argument(help="experiment TOML file")],
+    grid: Annotated[list[str], typer.Option("--grid", help="a swept key: --grid train.lr=0.01,0.1 (repeatable)")],
+    set_: SetOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", help="root folder for the sweep directory")] = None,
+    use_ray: Annotated[bool, typer.Option("--ray", help="run the grid points as Ray tasks")] = False,
+    address: Annotated[str | None, typer.Option("--address", help="Ray cluster to join (default: start one)")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+) -> None:
+    """Run the product of the --grid values: one run directory each, sweep.csv and sweep.png."""
+    from siegecraft.sweep import run_sweep, sweep_table
+
+    logging.basicConfig(level=logging.WARNING, handlers=[RichHandler(console=err_console, show_path=False)])
+    kwargs: dict[str, Any] = {"overrides": set_ or [], "out_root": out, "use_ray": use_ray, "address": address}
+    try:
+        if quiet:
+            result = run_sweep(config, grid, **kwargs)
+        else:
+            with RichProgress(f"sweep {config.stem}") as bar:
+                result = run_sweep(config, grid, progress=bar, **kwargs)
+    except (ConfigError, ImportError, FileNotFoundError) as err:
+        _fail(str(err))
+    console.print(sweep_table(result))
+    console.print(f"sweep directory: {result.path}\nsweep table: {result.csv_file}")
+    if result.figure:
+        console.print(f"figure: {result.figure}")
+
+
+@app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="a run directory")]) -> None:
     """Rebuild report.html (and the standard figures) for a run directory."""
     from siegecraft.results import RunDir, build_report, summary_table
@@ -92,6 +121,35 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a run directory")]) -> 
     path = build_report(rd)
     console.print(summary_table(rd.read_summary()))
     console.print(f"report: {path}")
+
+
+@app.command()
+def matrix(
+    config: Annotated[Path, typer.Argument(help="base experiment TOML file")],
+    attacks: Annotated[str, typer.Option("--attacks", help="comma-separated: none,sign_flip:scale=8,backdoor")],
+    defenses: Annotated[str, typer.Option("--defenses", help="comma-separated: mean,median,krum:f=4,norm_clip+median")],
+    adversaries: Annotated[int | None, typer.Option("--adversaries", help="attacker count (first N clients)")] = None,
+    set_: SetOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", help="root folder for the matrix directory")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+) -> None:
+    """Run every (attack, defense) pair; one report with a utility / attack-success table and a heatmap."""
+    from siegecraft.matrix import matrix_table, plan_matrix, run_matrix, split_tokens
+
+    logging.basicConfig(level=logging.WARNING, handlers=[RichHandler(console=err_console, show_path=False)])
+    try:
+        exp = load_experiment(config, set_ or [])
+        chosen = list(range(adversaries)) if adversaries is not None else None
+        plan_matrix(exp, split_tokens(attacks), split_tokens(defenses), chosen)  # fail before any work
+    except (ConfigError, ValueError) as err:
+        _fail(str(err))
+    if quiet:
+        result = run_matrix(exp, attacks, defenses, out_root=out, adversaries=chosen)
+    else:
+        with RichProgress(f"matrix {exp.name}") as bar:
+            result = run_matrix(exp, attacks, defenses, out_root=out, adversaries=chosen, progress=bar)
+    console.print(matrix_table(result))
+    console.print(f"report: {result.path / 'report.html'}")
 
 
 @data_app.command("list")
@@ -136,6 +194,37 @@ def data_partition(config: Annotated[Path, typer.Argument(help="experiment TOML 
     except (ConfigError, ValueError, FileNotFoundError) as err:
         _fail(str(err))
     console.print(format_class_counts(class_counts(labels, parts, train.num_classes)))
+
+
+serverless_app = typer.Typer(help="Serverless (SMLT) helpers.", no_args_is_help=True)
+redis_app = typer.Typer(help="A loopback Redis server for the serverless store.", no_args_is_help=True)
+serverless_app.add_typer(redis_app, name="redis")
+app.add_typer(serverless_app, name="serverless")
+
+
+@redis_app.command("start")
+def redis_start(port: Annotated[int | None, typer.Option(help="port (default: a free one)")] = None) -> None:
+    """Start redis-server on 127.0.0.1 (no persistence); prints its address and pidfile."""
+    from siegecraft.serverless.redis_server import start_redis
+
+    try:
+        handle = start_redis(port)
+    except (OSError, RuntimeError) as err:
+        _fail(str(err))
+    console.print(f"redis running: redis://{handle.host}:{handle.port}  pid {handle.pid}  pidfile {handle.pidfile}")
+
+
+@redis_app.command("stop")
+def redis_stop(pidfile: Annotated[Path | None, typer.Argument(help="pidfile (default: every one we started)")] = None) -> None:
+    """Stop Redis servers started by `siegecraft serverless redis start`."""
+    from siegecraft.serverless.redis_server import list_redis, stop_redis
+
+    targets = [pidfile] if pidfile else list_redis()
+    if not targets:
+        console.print("no redis server started by siegecraft is recorded")
+    for target in targets:
+        was = stop_redis(target)
+        console.print(f"{'stopped' if was else 'not running'}: {getattr(target, 'pidfile', target)}")
 
 
 if __name__ == "__main__":

@@ -143,6 +143,23 @@ class DefenseConfig(Section):
     names: list[str] = Field(default_factory=list)
 
 
+class TrackingConfig(Section):
+    """Experiment trackers fed every round: TensorBoard event files and/or an MLflow tracking URI."""
+
+    tensorboard: bool = False
+    mlflow: str | None = Field(None, description="tracking URI, e.g. file:///abs/mlruns or http://host:5000")
+    mlflow_experiment: str | None = Field(None, description="MLflow experiment name; default: the run's name")
+
+    @model_validator(mode="after")
+    def _installed(self) -> TrackingConfig:
+        import importlib.util
+
+        for key, on, package in (("tensorboard", self.tensorboard, "tensorboard"), ("mlflow", self.mlflow, "mlflow")):
+            if on and importlib.util.find_spec(package) is None:
+                raise ValueError(f"tracking.{key} needs the {package} package: pip install 'siegecraft[track]'")
+        return self
+
+
 class OutputConfig(Section):
     root: str = "runs"
     report: bool = True
@@ -166,6 +183,7 @@ class Experiment(Section):
     attack: AttackConfig = Field(default_factory=AttackConfig)
     defense: DefenseConfig = Field(default_factory=DefenseConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     hogwild: dict[str, Any] = Field(default_factory=dict)
     serverless: dict[str, Any] = Field(default_factory=dict)
 
@@ -243,15 +261,19 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return out
 
 
-def build_experiment(raw: dict[str, Any]) -> Experiment:
-    """Validate a raw dict into an `Experiment`, raising ConfigError with readable lines."""
+def build_experiment(raw: dict[str, Any], *, check_sections: bool = True) -> Experiment:
+    """Validate a raw dict into an `Experiment`, raising ConfigError with readable lines.
+
+    `check_sections=False` skips the topology/attack section checks (for callers that re-check them).
+    """
     try:
         exp = Experiment.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err)) from None
-    from siegecraft.topologies import validate_sections
+    if check_sections:
+        from siegecraft.topologies import validate_sections
 
-    validate_sections(exp)
+        validate_sections(exp)
     return exp
 
 

@@ -11,6 +11,7 @@ import torch
 
 from siegecraft.config import Experiment, to_toml
 from siegecraft.results import RunDir, Stopwatch, build_report, package_versions
+from siegecraft.results.tracking import start_tracking
 from siegecraft.topologies import TOPOLOGIES
 
 
@@ -37,18 +38,24 @@ def run_experiment(
     kwargs: dict[str, Any] = {"progress": progress}
     if resume:
         kwargs["resume"] = True
-    final = runner(exp, run, **kwargs)
-    previous = run.read_summary().get("wall_time_s", 0.0) if resume else 0.0
-    run.write_summary(
-        {
-            "name": exp.name,
-            "topology": exp.topology,
-            "seed": exp.seed,
-            "final": final,
-            "versions": package_versions(),
-            "wall_time_s": previous + clock(),
-        }
-    )
-    if exp.output.report:
-        build_report(run)
+    tracker, ok = start_tracking(exp, run), False
+    try:
+        final = runner(exp, run, **kwargs)
+        previous = run.read_summary().get("wall_time_s", 0.0) if resume else 0.0
+        run.write_summary(
+            {
+                "name": exp.name,
+                "topology": exp.topology,
+                "seed": exp.seed,
+                "final": final,
+                "versions": package_versions(),
+                "wall_time_s": previous + clock(),
+            }
+        )
+        if exp.output.report:
+            build_report(run)
+        tracker.finish(run)
+        ok = True
+    finally:
+        tracker.close(ok)
     return run

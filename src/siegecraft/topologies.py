@@ -26,6 +26,7 @@ class Topology:
     runner: str
     section: str | None = None
     section_model: str | None = None
+    checker: str | None = None  # `module:function(exp)` raising ValueError on cross-section mistakes
 
     def load_runner(self) -> Callable[..., dict[str, Any]]:
         return _import(self.runner)
@@ -38,7 +39,13 @@ def _import(target: str) -> Any:
 
 TOPOLOGIES: Registry[Topology] = Registry("topology")
 TOPOLOGIES.add("federated", Topology("siegecraft.federated.engine:run_federated"))
-TOPOLOGIES.add("hogwild", Topology("siegecraft.hogwild.runner:run_hogwild", "hogwild", "siegecraft.hogwild.config:HogwildConfig"))
+TOPOLOGIES.add(
+    "hogwild",
+    Topology(
+        "siegecraft.hogwild.runner:run_hogwild", "hogwild", "siegecraft.hogwild.config:HogwildConfig",
+        checker="siegecraft.hogwild.runner:check_hogwild_experiment",
+    ),
+)
 TOPOLOGIES.add(
     "serverless",
     Topology("siegecraft.serverless.runner:run_serverless", "serverless", "siegecraft.serverless.config:ServerlessConfig"),
@@ -49,7 +56,7 @@ def validate_sections(exp: Experiment) -> None:
     """Validate the sections owned by the chosen topology and by the attack, before any work."""
     from siegecraft.attacks.base import ATTACKS
     from siegecraft.config import ConfigError, format_validation_error
-    from siegecraft.defenses.aggregators import AGGREGATORS
+    from siegecraft.defenses.server import check_defense_config
 
     topo = TOPOLOGIES.get(exp.topology)
     if topo.section and topo.section_model:
@@ -59,10 +66,17 @@ def validate_sections(exp: Experiment) -> None:
         except ValidationError as err:
             msg = format_validation_error(err, model).replace("\n  ", f"\n  {topo.section}.")
             raise ConfigError(msg) from None
+    if topo.checker:
+        try:
+            _import(topo.checker)(exp)
+        except ValidationError as err:
+            raise ConfigError(format_validation_error(err)) from None
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     if exp.topology == "federated":
         try:
             attack_cls = ATTACKS.get(exp.attack.name)
-            AGGREGATORS.get(exp.defense.aggregator)
+            check_defense_config(exp)
         except ValueError as err:
             raise ConfigError(str(err)) from None
         try:

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from siegecraft.attacks.base import Adversary, FederationContext, build_adversary
 from siegecraft.config import Experiment
 from siegecraft.data import partition
-from siegecraft.defenses.aggregators import get_aggregator
 from siegecraft.federated.client import ClientTrainer, ClientUpdate
 from siegecraft.federated.sampling import sample_clients
 from siegecraft.federated.strategy import STRATEGIES, Strategy
@@ -26,18 +25,22 @@ from siegecraft.runtime import build_executor
 from siegecraft.train import evaluate
 from siegecraft.workload import build_workload
 
+if TYPE_CHECKING:
+    from siegecraft.data import ImageDataset
+    from siegecraft.defenses.wrappers import DefenseContext
+
 log = logging.getLogger("siegecraft.federated")
 Progress = Callable[..., None]
 
 
-def build_strategy(exp: Experiment) -> Strategy:
-    kwargs: dict[str, Any] = {
-        "aggregator": get_aggregator(exp.defense.aggregator, **exp.defense.options),
-        "server_lr": exp.fl.server_lr,
-    }
+def build_strategy(exp: Experiment, ctx: DefenseContext | None = None) -> Strategy:
+    """The configured strategy with its aggregator, wrapped by the `[defense] names` defenses."""
+    from siegecraft.defenses.server import configured_aggregator, defend
+
+    kwargs: dict[str, Any] = {"aggregator": configured_aggregator(exp.defense), "server_lr": exp.fl.server_lr}
     if exp.fl.strategy == "fedavgm":
         kwargs["momentum"] = exp.fl.server_momentum
-    return STRATEGIES.get(exp.fl.strategy)(**kwargs)
+    return defend(STRATEGIES.get(exp.fl.strategy)(**kwargs), exp.defense, ctx)
 
 
 def drop_non_finite(updates: list[ClientUpdate], rnd: int) -> tuple[list[ClientUpdate], list[int]]:
@@ -59,6 +62,11 @@ class Federation:
         self.exp, self.run_dir = exp, run
         self.progress = progress or (lambda **_: None)
         self.work = build_workload(exp)
+        self.root_data: ImageDataset | None = None
+        if exp.defense.names:  # a server root dataset (FLTrust) is withheld from the clients
+            from siegecraft.defenses.server import server_root_split
+
+            self.work.train, self.root_data = server_root_split(self.work.train, exp)
         d = exp.data
         self.partitions = partition(
             self.work.train.y, exp.fl.clients, d.partition, seed=exp.seed, **d.partition_params()
@@ -66,13 +74,21 @@ class Federation:
         self.trainer = ClientTrainer(self.work.model_factory, self.work.train, self.partitions, exp.train, exp.seed)
         self.eval_model = self.work.model_factory()
         self.global_weights = flat_params(self.eval_model)
-        self.strategy = build_strategy(exp)
+        self.strategy = build_strategy(exp, self._defense_context())
         self.adversary: Adversary = build_adversary(exp.attack.name, exp.attack.clients, exp.attack.options)
         self.ctx = FederationContext(
             exp, self.work.train, self.work.test, self.partitions, self.work.model_factory, self.trainer, run.figures
         )
         self.start_round = 1
         self.secure = None
+
+    def _defense_context(self) -> DefenseContext:
+        from siegecraft.defenses.wrappers import DefenseContext
+
+        if self.root_data is None:
+            return DefenseContext()
+        root = self.root_data
+        return DefenseContext(root, lambda rnd, w: self.trainer.train(-1, rnd, w, data=root).update)
 
     # -- persistence ---------------------------------------------------------------------------
     def checkpoint(self, rnd: int) -> None:
@@ -112,7 +128,10 @@ class Federation:
         stack = torch.stack([u.update for u in kept])
         weights = torch.tensor([float(u.num_samples) for u in kept])
         info["train_loss"] = float(sum(u.metrics.get("loss", 0.0) * u.num_samples for u in kept) / weights.sum())
-        return self.strategy.combine(stack, weights), info
+        self.strategy.begin_round(rnd, self.global_weights)
+        update = self.strategy.combine(stack, weights)
+        info.update(self.strategy.round_metrics())
+        return update, info
 
     def evaluate_global(self) -> dict[str, Any]:
         load_flat_params(self.eval_model, self.global_weights)

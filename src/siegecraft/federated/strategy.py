@@ -23,9 +23,17 @@ class Strategy(ABC):
         self.aggregator = aggregator
         self.server_lr = server_lr
 
+    def begin_round(self, rnd: int, global_weights: torch.Tensor) -> None:
+        """Called before `combine` with the weights the clients started from (defense wrappers use it)."""
+        del rnd, global_weights
+
     def combine(self, updates: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """One update from the [n_clients, n_params] stack."""
         return self.aggregator(updates, weights)
+
+    def round_metrics(self) -> dict[str, Any]:
+        """What the last `combine` wants logged in the round's record (defense wrappers fill it)."""
+        return {}
 
     @abstractmethod
     def apply(self, global_weights: torch.Tensor, update: torch.Tensor) -> torch.Tensor:

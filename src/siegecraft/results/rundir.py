@@ -6,6 +6,7 @@ import json
 import math
 import platform
 import time
+from collections.abc import Callable
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
@@ -51,6 +52,7 @@ class RunDir:
         self.summary_file = self.path / "summary.json"
         self.config_file = self.path / "config.toml"
         self.report_file = self.path / "report.html"
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []  # e.g. tracking sinks, fed every record
 
     @classmethod
     def create(cls, root: str | Path, name: str) -> RunDir:
@@ -78,8 +80,11 @@ class RunDir:
         self.config_file.write_text(toml_text)
 
     def log_metrics(self, record: dict[str, Any]) -> None:
+        clean = _jsonable(record)
         with self.metrics_file.open("a") as fh:
-            fh.write(json.dumps(_jsonable(record), sort_keys=True) + "\n")
+            fh.write(json.dumps(clean, sort_keys=True) + "\n")
+        for listener in self.listeners:
+            listener(clean)
 
     def read_metrics(self) -> list[dict[str, Any]]:
         if not self.metrics_file.exists():

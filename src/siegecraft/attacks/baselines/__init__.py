@@ -1,0 +1,28 @@
+"""Baselines HijackFL is compared with, selectable by name and evaluated exactly like it.
+
+`poison` (Salem-style data poisoning with model replacement), `chameleon` (the same with camouflaged
+samples), `uap` (per-class targeted universal perturbations) and `reprogram` (one adversarial program).
+"""
+
+from siegecraft.attacks.base import ATTACKS
+from siegecraft.attacks.baselines.chameleon import Camouflager, Chameleon, ChameleonOptions
+from siegecraft.attacks.baselines.poison import Poison, PoisonOptions
+from siegecraft.attacks.baselines.reprogram import Reprogram, search_program
+from siegecraft.attacks.baselines.uap import UAP, search_uaps
+
+ATTACKS.add("poison", Poison)
+ATTACKS.add("chameleon", Chameleon)
+ATTACKS.add("uap", UAP)
+ATTACKS.add("reprogram", Reprogram)
+
+__all__ = [
+    "UAP",
+    "Camouflager",
+    "Chameleon",
+    "ChameleonOptions",
+    "Poison",
+    "PoisonOptions",
+    "Reprogram",
+    "search_program",
+    "search_uaps",
+]

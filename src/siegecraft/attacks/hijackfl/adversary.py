@@ -1,0 +1,183 @@
+"""`HijackAdversary`: the life cycle every hijacking attack shares, and `HijackFL` on top of it.
+
+Life cycle: at the first round >= `attack_round` in which one of its clients is sampled, the attacker
+keeps the global model it received (the snapshot), maps classes and prepares its attack on that snapshot
+only (`prepare`). Its uploads are whatever `upload` returns: benign for HijackFL, UAP and reprogramming,
+poisoned for the poisoning baselines. `finish` queries the final global model and reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from siegecraft.attacks.base import Adversary, FederationContext
+from siegecraft.attacks.hijackfl.adapter import HijackData, load_hijack_data
+from siegecraft.attacks.hijackfl.anchors import FeatureScale, mean_anchors, synthetic_anchors
+from siegecraft.attacks.hijackfl.cloaks import CloakSchedule, search_cloaks
+from siegecraft.attacks.hijackfl.evaluation import evaluate_hijacker
+from siegecraft.attacks.hijackfl.execution import CloakedHijacker, Hijacker
+from siegecraft.attacks.hijackfl.figures import loss_figure
+from siegecraft.attacks.hijackfl.mapping import ClassMapping, greedy_mapping, prediction_counts
+from siegecraft.attacks.hijackfl.options import HijackFLOptions, HijackOptions
+from siegecraft.attacks.hijackfl.snapshot import Snapshot
+from siegecraft.data import ImageDataset
+from siegecraft.models import SiegeModel
+from siegecraft.train import evaluate
+
+if TYPE_CHECKING:
+    from siegecraft.federated.client import ClientUpdate
+
+log = logging.getLogger("siegecraft.attacks.hijack")
+
+__all__ = ["HijackAdversary", "HijackFL", "default_attack_round"]
+
+CLEAN_EVAL_SAMPLES = 2000  # clean original-task inputs used to fit and check the squeezing threshold
+
+
+def default_attack_round(rounds: int) -> int:
+    """3/4 of the way through training (the authors' 150 of 200)."""
+    return max(1, math.ceil(0.75 * rounds))
+
+
+class HijackAdversary(Adversary):
+    """Base of every hijacking attack; subclasses implement `build_hijacker` (and maybe `upload`)."""
+
+    options_model: type[HijackOptions] = HijackOptions
+    options: HijackOptions
+
+    def __init__(self, clients: list[int], options: HijackOptions) -> None:
+        super().__init__(clients, options)
+        self.snapshot: Snapshot | None = None
+        self.mapping: ClassMapping | None = None
+        self.hijacker: Hijacker | None = None
+        self.data: HijackData | None = None
+        self.times: dict[str, float] = {}
+        self.attack_round = 0
+
+    # -- life cycle ----------------------------------------------------------------------------
+    def setup(self, ctx: FederationContext) -> None:
+        rounds = ctx.exp.fl.rounds
+        self.attack_round = self.options.attack_round or default_attack_round(rounds)
+        if self.attack_round > rounds:
+            raise ValueError(f"attack.options.attack_round={self.attack_round} exceeds fl.rounds={rounds}")
+        c = ctx.train_set.num_classes
+        if self.options.num_classes > c - 1:
+            raise ValueError(f"attack.options.num_classes={self.options.num_classes}: with {c} original "
+                             f"classes at most {c - 1} hijacking classes fit (one is the negative class)")
+        o = self.options
+        self.data = load_hijack_data(
+            o.dataset, o.num_classes, ctx.trainer.model.input_shape, samples_per_class=o.samples_per_class,
+            test_per_class=o.test_per_class, seed=ctx.exp.seed, data_dir=o.data_dir,
+        )
+
+    def client_update(
+        self, ctx: FederationContext, client_id: int, rnd: int, global_weights: torch.Tensor,
+        benign: Callable[[], ClientUpdate],
+    ) -> ClientUpdate:
+        if self.snapshot is None and rnd >= self.attack_round:
+            self.snapshot = Snapshot.capture(rnd, global_weights)
+            self.prepare(ctx, self.snapshot.model(ctx.model_factory))
+        return self.upload(ctx, client_id, rnd, global_weights, benign)
+
+    def upload(
+        self, ctx: FederationContext, client_id: int, rnd: int, global_weights: torch.Tensor,
+        benign: Callable[[], ClientUpdate],
+    ) -> ClientUpdate:
+        """What the attacker's client sends; benign by default."""
+        del ctx, client_id, rnd, global_weights
+        return benign()
+
+    def prepare(self, ctx: FederationContext, snapshot: SiegeModel) -> None:
+        """Class mapping, then the attack's own preparation, all on the snapshot."""
+        assert self.data is not None
+        with self.stage("mapping"):
+            counts = prediction_counts(snapshot, self.data.train.x, self.data.train.y, self.data.num_classes)
+            self.mapping = self.map_classes(counts)
+        self.hijacker = self.build_hijacker(ctx, snapshot, self.mapping)
+
+    def map_classes(self, counts: torch.Tensor) -> ClassMapping:
+        return greedy_mapping(counts)
+
+    def build_hijacker(self, ctx: FederationContext, snapshot: SiegeModel, mapping: ClassMapping) -> Hijacker:
+        raise NotImplementedError
+
+    def finish(self, ctx: FederationContext, final_model: SiegeModel) -> dict[str, Any]:
+        out: dict[str, Any] = {"utility": float(evaluate(final_model, ctx.test_set).accuracy)}
+        if self.options.reference_run:
+            from siegecraft.attacks.hijackfl.reference import clean_reference
+
+            with self.stage("reference_run"):
+                ref = clean_reference(ctx.exp, ctx.figures_dir.parent)
+            out["reference_utility"] = ref["accuracy"]
+            out["utility_drop"] = ref["accuracy"] - out["utility"]
+        if self.hijacker is None or self.data is None:
+            log.warning("the hijacking adversary never took part at or after round %d: nothing to evaluate",
+                        self.attack_round)
+            return {**out, "hijack_acc": None, "attack_round": self.attack_round}
+        assert self.snapshot is not None and self.mapping is not None
+        name = type(self).__name__
+        with self.stage("execution"):
+            metrics = evaluate_hijacker(
+                name, self.hijacker, final_model, self.data, self.options, ctx.figures_dir,
+                ctx.test_set.x[:CLEAN_EVAL_SAMPLES],
+            )
+        out.update(metrics)
+        out.update({
+            "attack_round": self.attack_round, "snapshot_round": self.snapshot.round,
+            "mapping": list(self.mapping.targets), "negative_class": self.mapping.negative,
+            "hijack_classes": self.data.num_classes, "hijack_train_samples": len(self.data.train),
+            "hijack_test_samples": len(self.data.test),
+        })
+        out.update({f"time_{k}_s": v for k, v in self.times.items()})
+        return out
+
+    # -- helpers -------------------------------------------------------------------------------
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time a stage of the attack; the total lands in summary.json as `time_<name>_s`."""
+        t0 = time.perf_counter()
+        yield
+        self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - t0
+
+    def attacker_data(self, ctx: FederationContext) -> ImageDataset:
+        """The original-task data the attacker holds: its clients' partitions."""
+        idx = torch.cat([torch.as_tensor(ctx.partitions[c], dtype=torch.long) for c in sorted(self.clients)])
+        return ctx.train_set.subset(idx)
+
+
+class HijackFL(HijackAdversary):
+    """HijackFL: benign uploads; per-class feature-space cloaks learnt on the snapshot."""
+
+    options_model = HijackFLOptions
+    options: HijackFLOptions
+
+    def build_hijacker(self, ctx: FederationContext, snapshot: SiegeModel, mapping: ClassMapping) -> Hijacker:
+        assert self.data is not None
+        o = self.options
+        own = self.attacker_data(ctx)
+        classes = [*mapping.targets, mapping.negative]
+        with self.stage("anchors"):
+            if o.anchors == "synthetic":
+                anchors = synthetic_anchors(snapshot, classes, steps=o.anchor_steps, lr=o.anchor_lr,
+                                            seed=ctx.exp.seed)
+            else:
+                anchors = mean_anchors(snapshot, own, classes)
+            scale = (FeatureScale.standardize(snapshot, own.x) if o.feature_norm == "standardize"
+                     else FeatureScale.identity(snapshot.feature_dim))
+            anchors = scale(anchors)
+        schedule = CloakSchedule(o.epochs, o.lr, o.batch_size, o.schedule, o.max_steps)
+        with self.stage("cloaks"):
+            cloaks, losses = search_cloaks(
+                snapshot, self.data.train, anchors[:-1], anchors[-1], alpha=o.alpha, beta=o.beta,
+                schedule=schedule, scale=scale, seed=ctx.exp.seed,
+            )
+        if o.figures:
+            loss_figure(losses, ctx.figures_dir / "hijack_5_cloak_loss.png", "HijackFL cloak search")
+        return CloakedHijacker(mapping, cloaks, o.decoding)

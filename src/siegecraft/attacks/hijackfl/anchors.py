@@ -1,0 +1,86 @@
+"""Anchor features: where each mapped original class (and the negative class) lives in feature space.
+
+`synthetic`: optimise an input P = sigmoid(Z) until the snapshot gives the class probability ~1 (BCE
+between softmax and one-hot), then take its penultimate features. `mean`: the mean feature of the
+attacker's real samples of that class. `FeatureScale` optionally standardises features so that every
+dimension counts in units of its spread over real inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from siegecraft.data import ImageDataset
+from siegecraft.models import SiegeModel
+
+__all__ = ["FeatureScale", "batched_features", "mean_anchors", "synthetic_anchor_inputs", "synthetic_anchors"]
+
+
+def batched_features(model: SiegeModel, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Penultimate features of `x` without gradients, in batches."""
+    model.eval()
+    with torch.no_grad():
+        return torch.cat([model.features(xb) for xb in x.split(batch_size)])
+
+
+def synthetic_anchor_inputs(
+    model: SiegeModel, classes: Sequence[int], *, steps: int = 500, lr: float = 5e-3, seed: int = 0
+) -> torch.Tensor:
+    """One maximum-confidence input per class in `classes`: sigmoid(Z), Z optimised from N(0, 1)."""
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn((len(classes), *model.input_shape), generator=gen).requires_grad_(True)
+    target = F.one_hot(torch.tensor(list(classes)), model.num_classes).float()
+    opt = torch.optim.Adam([z], lr=lr, betas=(0.5, 0.999))
+    model.eval()
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        probs = model(torch.sigmoid(z)).softmax(1)
+        F.binary_cross_entropy(probs, target).backward()
+        opt.step()
+    return torch.sigmoid(z.detach())
+
+
+def synthetic_anchors(
+    model: SiegeModel, classes: Sequence[int], *, steps: int = 500, lr: float = 5e-3, seed: int = 0
+) -> torch.Tensor:
+    """Features [len(classes), D] of the synthetic maximum-confidence inputs."""
+    return batched_features(model, synthetic_anchor_inputs(model, classes, steps=steps, lr=lr, seed=seed))
+
+
+def mean_anchors(model: SiegeModel, data: ImageDataset, classes: Sequence[int]) -> torch.Tensor:
+    """Mean feature [len(classes), D] of the real samples of each class (the attacker's own data)."""
+    feats = batched_features(model, data.x)
+    rows = []
+    for c in classes:
+        mask = data.y == c
+        if not mask.any():
+            raise ValueError(f"mean anchors: the attacker holds no sample of original class {c}")
+        rows.append(feats[mask].mean(0))
+    return torch.stack(rows)
+
+
+@dataclass
+class FeatureScale:
+    """Affine map of features into the space where cloak distances are measured."""
+
+    shift: torch.Tensor
+    scale: torch.Tensor
+
+    @classmethod
+    def identity(cls, dim: int) -> FeatureScale:
+        return cls(torch.zeros(dim), torch.ones(dim))
+
+    @classmethod
+    def standardize(cls, model: SiegeModel, x: torch.Tensor, floor: float = 0.05) -> FeatureScale:
+        """Per-dimension mean and std over real inputs `x`; stds below `floor` of their mean are raised,
+        so dead or near-constant features do not dominate the distance."""
+        feats = batched_features(model, x)
+        std = feats.std(0)
+        return cls(feats.mean(0), std.clamp_min(floor * float(std.mean()) + 1e-8))
+
+    def __call__(self, f: torch.Tensor) -> torch.Tensor:
+        return (f - self.shift) / self.scale

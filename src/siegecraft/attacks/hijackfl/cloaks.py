@@ -1,0 +1,137 @@
+"""Cloaks: one learnable pattern per hijacking class, blended into the input.
+
+x' = alpha * x + (1 - alpha) * sigmoid(W_k): a convex blend, so cloaked pixels stay in [0, 1] and alpha
+is the whole budget (no epsilon ball). HijackFL trains W_k in feature space:
+  || Phi(x'_k) - anchor[map(k)] ||_2 + beta * || Phi(x'_other) - anchor[negative] ||_2,
+where x'_other are the other hijacking classes' samples under cloak k. The negative term is what makes a
+cloak class-selective. All K cloaks are optimised in one batched forward pass per step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from siegecraft.attacks.hijackfl.anchors import FeatureScale
+from siegecraft.data import ImageDataset
+from siegecraft.models import SiegeModel
+
+__all__ = ["BlendPatterns", "ClassSampler", "CloakSchedule", "blend", "search_cloaks"]
+
+
+@dataclass
+class BlendPatterns:
+    """K patterns W [K, C, H, W] and the blend weight alpha of the raw input."""
+
+    weights: torch.Tensor
+    alpha: float
+
+    @classmethod
+    def init(cls, k: int, input_shape: tuple[int, int, int], alpha: float, seed: int) -> BlendPatterns:
+        gen = torch.Generator().manual_seed(seed)
+        return cls(torch.randn((k, *input_shape), generator=gen) * 0.1, alpha)
+
+    def __len__(self) -> int:
+        return self.weights.shape[0]
+
+    def images(self) -> torch.Tensor:
+        """The patterns as images in [0, 1]: sigmoid(W)."""
+        return torch.sigmoid(self.weights)
+
+    def apply(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """`x` blended with pattern `k`."""
+        return blend(x, self.weights[k], self.alpha)
+
+
+def blend(x: torch.Tensor, w: torch.Tensor, alpha: float) -> torch.Tensor:
+    return alpha * x + (1.0 - alpha) * torch.sigmoid(w)
+
+
+@dataclass
+class CloakSchedule:
+    """Adam with an optional cosine decay; an epoch is one pass over a class's samples."""
+
+    epochs: int = 100
+    lr: float = 5e-3
+    batch_size: int = 64
+    schedule: str = "constant"
+    max_steps: int | None = None
+
+    def total_steps(self, per_class: int) -> int:
+        steps = self.epochs * max(1, math.ceil(per_class / self.batch_size))
+        return min(steps, self.max_steps) if self.max_steps is not None else steps
+
+    def optimizer(self, params: list[torch.Tensor], steps: int) -> tuple[torch.optim.Optimizer, Callable[[], None]]:
+        opt = torch.optim.Adam(params, lr=self.lr)
+        if self.schedule == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
+            return opt, sched.step
+        return opt, lambda: None
+
+
+class ClassSampler:
+    """Per class c < k: random batches of c's samples and of the other classes' samples."""
+
+    def __init__(self, data: ImageDataset, k: int, seed: int) -> None:
+        self.x = data.x
+        self.own = [(data.y == c).nonzero().flatten() for c in range(k)]
+        self.other = [(data.y != c).nonzero().flatten() for c in range(k)]
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def _pick(self, pool: torch.Tensor, n: int) -> torch.Tensor:
+        return self.x[pool[torch.randint(len(pool), (n,), generator=self.gen)]]
+
+    def batches(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Positives and negatives, [k, n, C, H, W] each."""
+        pos = torch.stack([self._pick(p, n) for p in self.own])
+        neg = torch.stack([self._pick(p, n) for p in self.other])
+        return pos, neg
+
+
+def search_cloaks(
+    model: SiegeModel,
+    data: ImageDataset,
+    targets: torch.Tensor,
+    negative: torch.Tensor,
+    *,
+    alpha: float = 0.5,
+    beta: float = 1.0,
+    schedule: CloakSchedule | None = None,
+    scale: FeatureScale | None = None,
+    seed: int = 0,
+) -> tuple[BlendPatterns, list[float]]:
+    """HijackFL's cloak search on the snapshot `model`; returns the cloaks and the loss per step.
+
+    `targets` [K, D] are the anchors of each hijacking class's mapped class, `negative` [D] the negative
+    anchor; both are already in the (optionally standardised) space of `scale`.
+    """
+    schedule = schedule or CloakSchedule()
+    k = data.num_classes
+    scale = scale or FeatureScale.identity(targets.shape[1])
+    cloaks = BlendPatterns.init(k, model.input_shape, alpha, seed)
+    w = cloaks.weights.requires_grad_(True)
+    per_class = int(torch.bincount(data.y, minlength=k).min())
+    steps = schedule.total_steps(per_class)
+    opt, step_lr = schedule.optimizer([w], steps)
+    sampler = ClassSampler(data, k, seed + 1)
+    b = min(schedule.batch_size, per_class)
+    model.eval()
+    losses = []
+    for _ in range(steps):
+        pos, neg = sampler.batches(b)
+        x = torch.cat([pos, neg], 1)  # [K, 2b, C, H, W]
+        cloaked = blend(x, w[:, None], alpha).flatten(0, 1)
+        feats = scale(model.features(cloaked)).view(k, 2 * b, -1)
+        pull = (feats[:, :b] - targets[:, None]).norm(dim=-1).mean(1)
+        push = (feats[:, b:] - negative).norm(dim=-1).mean(1)
+        loss = (pull + beta * push).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step_lr()
+        losses.append(float(loss.detach()) / k)
+    cloaks.weights = w.detach()
+    return cloaks, losses

@@ -1,0 +1,56 @@
+"""Options shared by every hijacking attack (the hijacking task, the snapshot, evaluation, defenses),
+and HijackFL's own cloak-search dials. They are the `[attack.options]` table of a config."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from siegecraft.attacks.base import AttackOptions
+
+
+class HijackOptions(AttackOptions):
+    """What every hijacking attack shares: the hijacking task, when to snapshot, how to evaluate."""
+
+    dataset: str = Field("mnist5k", description="the hijacking dataset (any registered dataset)")
+    data_dir: str | None = None
+    num_classes: int = Field(9, ge=2, description="hijacking classes K (labels 0..K-1); K <= C - 1")
+    samples_per_class: int | None = Field(None, ge=1, description="hijacking training samples per class; None = all")
+    test_per_class: int | None = Field(None, ge=1, description="hijacking test samples per class; None = all")
+    attack_round: int | None = Field(
+        None, ge=1, description="round whose received global model is the snapshot; None = 3/4 of the rounds"
+    )
+    reference_run: bool = Field(False, description="also train the clean federation to measure the utility drop")
+    squeeze_detect: bool = Field(False, description="feature-squeezing detection rate on the attack's inputs")
+    squeeze_bit_depth: int = Field(4, ge=0, le=8, description="bits kept; 0 disables")
+    squeeze_median_kernel: int = Field(2, ge=0, description="median window; 0 disables")
+    squeeze_fpr: float = Field(0.05, gt=0, lt=1, description="false-positive rate on clean inputs")
+    figures: bool = True
+    figure_samples: int = Field(8, ge=1, le=32, description="samples per row in the figures")
+
+
+class CloakOptions(HijackOptions):
+    """Dials of an input-blend attack: x' = alpha * x + (1 - alpha) * sigmoid(W) (HijackFL, UAP, reprogram)."""
+
+    alpha: float = Field(0.5, gt=0, lt=1, description="weight of the raw input in the blend (the budget)")
+    epochs: int = Field(100, ge=1, description="passes over each class's hijacking samples")
+    lr: float = Field(5e-3, gt=0)
+    batch_size: int = Field(64, ge=1)
+    schedule: Literal["constant", "cosine"] = "constant"
+    max_steps: int | None = Field(None, ge=1, description="cap on optimiser steps (after epochs)")
+
+
+class HijackFLOptions(CloakOptions):
+    """HijackFL (Li et al.): per-class feature-space cloaks towards anchor features."""
+
+    beta: float = Field(1.0, ge=0, description="weight of the negative (other classes -> negative anchor) term")
+    anchors: Literal["synthetic", "mean"] = "synthetic"
+    anchor_steps: int = Field(500, ge=1)
+    anchor_lr: float = Field(5e-3, gt=0)
+    feature_norm: Literal["none", "standardize"] = Field(
+        "none", description="measure feature distances in units of each feature's spread over real inputs"
+    )
+    decoding: Literal["mapped", "top1"] = Field(
+        "mapped", description="cloak score: its mapped class's probability, or the top-1 one when it is the mapped class"
+    )

@@ -1,0 +1,247 @@
+"""HijackFL: benign uploads, snapshot, class mapping, anchors, cloaks, execution, metrics, a full tiny run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from siegecraft.attacks.base import ATTACKS, build_adversary
+from siegecraft.attacks.hijackfl import (
+    BlendPatterns,
+    CloakedHijacker,
+    CloakSchedule,
+    FeatureScale,
+    HijackFL,
+    RawHijacker,
+    adapt_to_input,
+    greedy_mapping,
+    index_mapping,
+    load_hijack_data,
+    mean_anchors,
+    prediction_counts,
+    search_cloaks,
+    synthetic_anchor_inputs,
+)
+from siegecraft.attacks.hijackfl.mapping import ClassMapping
+from siegecraft.attacks.hijackfl.metrics import confusion_matrix, mean_l2, ssim
+from siegecraft.config import ConfigError, build_experiment
+from siegecraft.data import load_dataset
+from siegecraft.federated import Federation
+from siegecraft.models import SiegeModel, build_model
+from siegecraft.results import RunDir
+from siegecraft.runner import run_experiment
+from siegecraft.train import TrainConfig, local_train
+
+from ..conftest import tiny_raw
+
+FAST = {"num_classes": 3, "samples_per_class": 30, "test_per_class": 20, "epochs": 2, "anchor_steps": 5}
+
+
+@pytest.fixture(scope="module")
+def digits_model() -> SiegeModel:
+    """A small cnn trained briefly on sklearn digits (about 90% accurate): the 'snapshot' of unit tests."""
+    torch.manual_seed(0)
+    model = build_model("cnn", in_channels=1, num_classes=10, image_size=8, width=8, hidden=32)
+    train = load_dataset("digits", "train")
+    local_train(model, train, TrainConfig(lr=0.05, momentum=0.9, epochs=6, batch_size=32), seed=0)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+@pytest.fixture(scope="module")
+def hijack3():
+    """Three MNIST-5k classes adapted to the 8x8 digits model (another input size)."""
+    return load_hijack_data("mnist5k", 3, (1, 8, 8), samples_per_class=60, test_per_class=40)
+
+
+# -- class mapping -----------------------------------------------------------------------------
+def test_greedy_mapping_takes_largest_cells_one_to_one_and_keeps_a_negative_class() -> None:
+    counts = torch.tensor([
+        [5, 9, 0, 0, 1],
+        [1, 8, 7, 0, 0],
+        [0, 0, 6, 0, 2],
+    ])
+    m = greedy_mapping(counts)
+    # 9 -> (0,1); 8 is (1,1) but column 1 is taken, so 7 -> (1,2); 6 is (2,2) taken -> 2 -> (2,4)
+    assert m.targets == (1, 2, 4)
+    assert m.negative == 0  # unused columns 0 and 3; column 0 has the larger sum
+    assert m.original_labels(torch.tensor([2, 0])).tolist() == [4, 1]
+
+
+def test_mapping_needs_one_spare_original_class() -> None:
+    with pytest.raises(ValueError, match="at least 4 original classes"):
+        greedy_mapping(torch.ones(3, 3, dtype=torch.long))
+    assert index_mapping(3, 10) == ClassMapping((0, 1, 2), 3, 10)
+
+
+def test_prediction_counts_cover_every_sample(digits_model: SiegeModel, hijack3) -> None:
+    counts = prediction_counts(digits_model, hijack3.train.x, hijack3.train.y, 3)
+    assert counts.shape == (3, 10) and int(counts.sum()) == len(hijack3.train)
+    assert counts.sum(1).tolist() == torch.bincount(hijack3.train.y).tolist()
+
+
+# -- data adaptation ---------------------------------------------------------------------------
+def test_hijacking_data_of_another_shape_is_adapted_to_the_model_input() -> None:
+    data = load_hijack_data("mnist5k", 2, (3, 32, 32), samples_per_class=5, test_per_class=3)
+    assert data.train.shape == (3, 32, 32) and len(data.train) == 10 and len(data.test) == 6
+    assert data.train.y.unique().tolist() == [0, 1]
+    assert 0.0 <= float(data.train.x.min()) and float(data.train.x.max()) <= 1.0
+    same = adapt_to_input(data.test, (3, 32, 32))
+    assert same is data.test
+    with pytest.raises(ValueError, match="square"):
+        adapt_to_input(data.test, (3, 32, 16))
+
+
+# -- anchors, cloaks, execution ----------------------------------------------------------------
+def test_synthetic_anchor_inputs_reach_high_confidence(digits_model: SiegeModel) -> None:
+    classes = [3, 7]
+    p = synthetic_anchor_inputs(digits_model, classes, steps=150, lr=0.05, seed=0)
+    assert p.shape == (2, 1, 8, 8) and float(p.min()) >= 0 and float(p.max()) <= 1
+    probs = digits_model(p).softmax(1)
+    assert probs[0, 3] > 0.9 and probs[1, 7] > 0.9, probs
+
+
+def test_mean_anchors_are_class_means_of_features(digits_model: SiegeModel) -> None:
+    data = load_dataset("digits", "test")
+    a = mean_anchors(digits_model, data, [0, 5])
+    expected = digits_model.features(data.x[data.y == 5]).mean(0)
+    assert a.shape == (2, digits_model.feature_dim) and torch.allclose(a[1], expected, atol=1e-5)
+    with pytest.raises(ValueError, match="no sample of original class 9"):
+        mean_anchors(digits_model, data.filter_classes([0, 1], relabel=False), [9])
+
+
+def test_cloak_search_lowers_its_loss_and_beats_uncloaked_queries(digits_model: SiegeModel, hijack3) -> None:
+    mapping = greedy_mapping(prediction_counts(digits_model, hijack3.train.x, hijack3.train.y, 3))
+    own = load_dataset("digits", "train")
+    classes = [*mapping.targets, mapping.negative]
+    scale = FeatureScale.standardize(digits_model, own.x)
+    anchors = scale(mean_anchors(digits_model, own, classes))
+    cloaks, losses = search_cloaks(
+        digits_model, hijack3.train, anchors[:-1], anchors[-1], alpha=0.5, beta=1.0,
+        schedule=CloakSchedule(epochs=60, lr=0.05, batch_size=32, schedule="cosine"), scale=scale, seed=0,
+    )
+    assert len(cloaks) == 3 and cloaks.images().shape == (3, 1, 8, 8)
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+    x, y = hijack3.test.x, hijack3.test.y
+    cloaked = (CloakedHijacker(mapping, cloaks).predict(digits_model, x) == y).float().mean()
+    raw = (RawHijacker(mapping).predict(digits_model, x) == y).float().mean()
+    assert cloaked > max(raw, 1 / 3) + 0.1, (float(cloaked), float(raw))
+
+
+def test_blend_keeps_pixels_in_range_and_alpha_weights_the_raw_input() -> None:
+    patterns = BlendPatterns(torch.full((2, 1, 4, 4), 50.0), alpha=0.3)  # sigmoid -> 1
+    x = torch.zeros(5, 1, 4, 4)
+    out = patterns.apply(x, 1)
+    assert torch.allclose(out, torch.full_like(x, 0.7))
+    assert float(patterns.apply(torch.ones_like(x), 0).max()) <= 1.0
+
+
+def test_execution_decodes_k_queries_by_the_mapped_class_probability() -> None:
+    mapping = ClassMapping((2, 0), negative=1, num_original=3)
+    hijacker = CloakedHijacker(mapping, BlendPatterns(torch.zeros(2, 1, 2, 2), 0.5))
+    # probs[q, b, c]: 2 cloaks x 2 inputs x 3 original classes
+    probs = torch.tensor([
+        [[0.1, 0.2, 0.7], [0.3, 0.4, 0.3]],   # cloak 0 (mapped to class 2)
+        [[0.5, 0.4, 0.1], [0.6, 0.1, 0.3]],   # cloak 1 (mapped to class 0)
+    ])
+    assert hijacker.decode(probs).tolist() == [0, 1]
+    assert hijacker.queries(torch.zeros(4, 1, 2, 2)).shape == (2, 4, 1, 2, 2)
+    # top-1 decoding: input 0 under cloak 1 has top-1 class 0 == its mapped class, cloak 0's top-1 is 2 -> both
+    # count, larger wins; input 1: only cloak 1's top-1 (0) is its mapped class
+    top1 = CloakedHijacker(mapping, BlendPatterns(torch.zeros(2, 1, 2, 2), 0.5), decoding="top1")
+    assert top1.decode(probs).tolist() == [0, 1]
+    probs[0, 1] = torch.tensor([0.1, 0.1, 0.8])
+    assert top1.decode(probs).tolist()[1] == 0 and hijacker.decode(probs).tolist()[1] == 0
+
+
+# -- metrics -----------------------------------------------------------------------------------
+def test_ssim_and_l2() -> None:
+    gen = torch.Generator().manual_seed(0)
+    a = torch.rand(4, 1, 28, 28, generator=gen)
+    assert torch.allclose(ssim(a, a), torch.ones(4), atol=1e-5)
+    noisy = (a + 0.3 * torch.randn(a.shape, generator=gen)).clamp(0, 1)
+    assert float(ssim(a, noisy).max()) < 0.9
+    assert mean_l2(a, a) == 0.0 and abs(mean_l2(torch.zeros(2, 1, 2, 2), torch.ones(2, 1, 2, 2)) - 2.0) < 1e-6
+    cm = confusion_matrix(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 0]), 2)
+    assert cm.tolist() == [[1, 1], [0, 1]]
+
+
+# -- the adversary in the federation -----------------------------------------------------------
+def _federation(tmp_path: Path, options: dict, **overrides) -> Federation:
+    raw = tiny_raw(attack={"name": "hijackfl", "clients": [1], "options": options}, **overrides)
+    exp = build_experiment(raw)
+    return Federation(exp, RunDir.create(tmp_path, "t"))
+
+
+def test_adversary_uploads_exactly_the_benign_update_and_keeps_a_snapshot(tmp_path: Path) -> None:
+    fed = _federation(tmp_path, {**FAST, "attack_round": 2})
+    adv = fed.adversary
+    assert isinstance(adv, HijackFL)
+    adv.setup(fed.ctx)
+    weights = fed.global_weights.clone()
+    for rnd in (1, 2):
+        mine = adv.client_update(fed.ctx, 1, rnd, weights, lambda rnd=rnd: fed.trainer.train(1, rnd, weights))
+        honest = fed.trainer.train(1, rnd, weights)
+        assert torch.equal(mine.update, honest.update) and mine.num_samples == honest.num_samples
+        assert (adv.snapshot is None) == (rnd == 1)
+    assert adv.snapshot is not None and adv.snapshot.round == 2 and torch.equal(adv.snapshot.weights, weights)
+    weights += 1.0  # the snapshot is a copy: later rounds never change it
+    assert not torch.equal(adv.snapshot.weights, weights)
+    assert adv.hijacker is not None and adv.mapping is not None and adv.mapping.num_hijack == 3
+
+
+def test_a_full_run_reports_hijacking_metrics_figures_and_zero_utility_drop(tmp_path: Path) -> None:
+    options = {**FAST, "attack_round": 2, "reference_run": True, "squeeze_detect": True, "anchors": "mean",
+               "feature_norm": "standardize", "figure_samples": 4}
+    raw = tiny_raw(fl={"rounds": 2}, attack={"name": "hijackfl", "clients": [1], "options": options},
+                   output={"report": True})
+    run = run_experiment(build_experiment(raw), out_root=tmp_path)
+    final = run.read_summary()["final"]
+    assert final["snapshot_round"] == 2 and final["hijack_classes"] == 3
+    for key in ("hijack_acc", "no_cloak_acc", "ssim", "l2", "squeeze_detect_rate", "squeeze_clean_fpr"):
+        assert 0.0 <= final[key] <= (1.0 if key != "l2" else 8.0), key
+    for key in ("time_mapping_s", "time_anchors_s", "time_cloaks_s", "time_execution_s"):
+        assert final[key] > 0, key
+    assert final["utility"] == final["accuracy"]
+    assert final["utility_drop"] == 0.0  # benign uploads: the attacked run is the clean run, bit for bit
+    assert final["queries_per_input"] == 3 and len(final["confusion_matrix"]) == 3
+    figures = {p.name for p in run.figures.iterdir()}
+    assert {"hijack_1_raw_samples.png", "hijack_2_cloaks.png", "hijack_3_attack_inputs.png",
+            "hijack_4_confusion.png"} <= figures
+    html = run.report_file.read_text()
+    assert html.count("data:image/png;base64") >= 4 and "hijack_acc" in html
+
+
+def test_config_validation_of_hijackfl_options() -> None:
+    build_experiment(tiny_raw(attack={"name": "hijackfl", "clients": [0], "options": {"alpha": 0.3}}))
+    with pytest.raises(ConfigError, match="attack.options.alpha"):
+        build_experiment(tiny_raw(attack={"name": "hijackfl", "clients": [0], "options": {"alpha": 1.5}}))
+    with pytest.raises(ConfigError, match="unknown key"):
+        build_experiment(tiny_raw(attack={"name": "hijackfl", "clients": [0], "options": {"alpah": 0.3}}))
+    assert "hijackfl" in ATTACKS
+
+
+def test_too_many_hijacking_classes_or_a_late_attack_round_fail_at_setup(tmp_path: Path) -> None:
+    fed = _federation(tmp_path, {"num_classes": 10})
+    with pytest.raises(ValueError, match="at most 9 hijacking classes"):
+        fed.adversary.setup(fed.ctx)
+    fed = _federation(tmp_path, {"attack_round": 9})
+    with pytest.raises(ValueError, match="exceeds fl.rounds"):
+        fed.adversary.setup(fed.ctx)
+
+
+def test_an_adversary_never_sampled_after_its_attack_round_reports_nothing(tmp_path: Path) -> None:
+    adv = build_adversary("hijackfl", [1], {**FAST, "attack_round": 3})
+    fed = _federation(tmp_path, {**FAST, "attack_round": 3})
+    adv.setup(fed.ctx)
+    final = adv.finish(fed.ctx, fed.eval_model)
+    assert final["hijack_acc"] is None and 0.0 <= final["utility"] <= 1.0
+
+
+def test_a_hijacking_dataset_with_too_few_classes_is_rejected() -> None:
+    with pytest.raises(ValueError, match="has 10 classes, asked for 11"):
+        load_hijack_data("digits", 11, (1, 8, 8))

@@ -41,11 +41,11 @@ FAST = {"num_classes": 3, "samples_per_class": 30, "test_per_class": 20, "epochs
 
 @pytest.fixture(scope="module")
 def digits_model() -> SiegeModel:
-    """A small cnn trained briefly on sklearn digits (about 90% accurate): the 'snapshot' of unit tests."""
+    """A small cnn trained briefly on sklearn digits: the 'snapshot' of the unit tests."""
     torch.manual_seed(0)
     model = build_model("cnn", in_channels=1, num_classes=10, image_size=8, width=8, hidden=32)
     train = load_dataset("digits", "train")
-    local_train(model, train, TrainConfig(lr=0.05, momentum=0.9, epochs=6, batch_size=32), seed=0)
+    local_train(model, train, TrainConfig(lr=0.05, momentum=0.9, epochs=3, batch_size=32), seed=0)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -54,8 +54,8 @@ def digits_model() -> SiegeModel:
 
 @pytest.fixture(scope="module")
 def hijack3():
-    """Three MNIST-5k classes adapted to the 8x8 digits model (another input size)."""
-    return load_hijack_data("mnist5k", 3, (1, 8, 8), samples_per_class=60, test_per_class=40)
+    """Three Fashion-MNIST classes shrunk to the 8x8 digits model: a task it was never trained on."""
+    return load_hijack_data("fashion_mnist", 3, (1, 8, 8), samples_per_class=60, test_per_class=40)
 
 
 # -- class mapping -----------------------------------------------------------------------------
@@ -99,7 +99,7 @@ def test_hijacking_data_of_another_shape_is_adapted_to_the_model_input() -> None
 # -- anchors, cloaks, execution ----------------------------------------------------------------
 def test_synthetic_anchor_inputs_reach_high_confidence(digits_model: SiegeModel) -> None:
     classes = [3, 7]
-    p = synthetic_anchor_inputs(digits_model, classes, steps=150, lr=0.05, seed=0)
+    p = synthetic_anchor_inputs(digits_model, classes, steps=60, lr=0.1, seed=0)
     assert p.shape == (2, 1, 8, 8) and float(p.min()) >= 0 and float(p.max()) <= 1
     probs = digits_model(p).softmax(1)
     assert probs[0, 3] > 0.9 and probs[1, 7] > 0.9, probs
@@ -117,19 +117,26 @@ def test_mean_anchors_are_class_means_of_features(digits_model: SiegeModel) -> N
 def test_cloak_search_lowers_its_loss_and_beats_uncloaked_queries(digits_model: SiegeModel, hijack3) -> None:
     mapping = greedy_mapping(prediction_counts(digits_model, hijack3.train.x, hijack3.train.y, 3))
     own = load_dataset("digits", "train")
-    classes = [*mapping.targets, mapping.negative]
-    scale = FeatureScale.standardize(digits_model, own.x)
-    anchors = scale(mean_anchors(digits_model, own, classes))
+    anchors = mean_anchors(digits_model, own, [*mapping.targets, mapping.negative])
     cloaks, losses = search_cloaks(
         digits_model, hijack3.train, anchors[:-1], anchors[-1], alpha=0.5, beta=1.0,
-        schedule=CloakSchedule(epochs=60, lr=0.05, batch_size=32, schedule="cosine"), scale=scale, seed=0,
+        schedule=CloakSchedule(epochs=100, lr=0.1, batch_size=32, schedule="cosine"), seed=0,
     )
-    assert len(cloaks) == 3 and cloaks.images().shape == (3, 1, 8, 8)
+    assert len(cloaks) == 3 and cloaks.images().shape == (3, 1, 8, 8) and len(losses) == 200
     assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
     x, y = hijack3.test.x, hijack3.test.y
     cloaked = (CloakedHijacker(mapping, cloaks).predict(digits_model, x) == y).float().mean()
     raw = (RawHijacker(mapping).predict(digits_model, x) == y).float().mean()
-    assert cloaked > max(raw, 1 / 3) + 0.1, (float(cloaked), float(raw))
+    assert cloaked > raw + 0.15, (float(cloaked), float(raw))
+
+
+def test_standardised_feature_scale_has_zero_mean_and_unit_spread(digits_model: SiegeModel) -> None:
+    x = load_dataset("digits", "train").x
+    scale = FeatureScale.standardize(digits_model, x)
+    f = scale(digits_model.features(x))
+    live = scale.scale > scale.scale.min()  # features above the floor
+    assert torch.allclose(f.mean(0), torch.zeros(f.shape[1]), atol=1e-4)
+    assert torch.allclose(f.std(0)[live], torch.ones(int(live.sum())), atol=1e-3)
 
 
 def test_blend_keeps_pixels_in_range_and_alpha_weights_the_raw_input() -> None:

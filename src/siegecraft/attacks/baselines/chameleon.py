@@ -19,7 +19,10 @@ from siegecraft.attacks.hijackfl.execution import Hijacker
 from siegecraft.attacks.hijackfl.mapping import ClassMapping
 from siegecraft.models import SiegeModel
 
-__all__ = ["CamouflageHijacker", "Camouflager", "Chameleon", "ChameleonOptions", "train_camouflager"]
+__all__ = [
+    "CamouflageHijacker", "Camouflager", "Chameleon", "ChameleonOptions", "camouflage_loss", "new_camouflager",
+    "train_camouflager",
+]
 
 
 class ChameleonOptions(PoisonOptions):
@@ -60,27 +63,40 @@ class Camouflager(nn.Module):
         return torch.sigmoid(out)
 
 
+def camouflage_loss(
+    snapshot: SiegeModel, cam: Camouflager, xh: torch.Tensor, xo: torch.Tensor, opts: ChameleonOptions
+) -> torch.Tensor:
+    """Visual L1 to the cover plus semantic L1 to the hijacking sample's features (minus the cover's, adverse)."""
+    xc = cam(xh, xo)
+    fc = snapshot.features(xc)
+    with torch.no_grad():
+        fh, fo = snapshot.features(xh), snapshot.features(xo)
+    loss = F.l1_loss(xc, xo) + opts.semantic_weight * F.l1_loss(fc, fh)
+    if opts.adverse:
+        loss = loss - opts.semantic_weight * F.l1_loss(fc, fo)
+    return loss
+
+
+def new_camouflager(channels: int, width: int, seed: int) -> Camouflager:
+    """A freshly initialised Camouflager; seeded without touching torch's global generator."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Camouflager(channels, width)
+
+
 def train_camouflager(
     snapshot: SiegeModel, hijack_x: torch.Tensor, cover_x: torch.Tensor, opts: ChameleonOptions, seed: int
 ) -> Camouflager:
     """Fit the Camouflager on random (hijacking, cover) pairs under the snapshot's features."""
     gen = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        cam = Camouflager(hijack_x.shape[1], opts.width)
+    cam = new_camouflager(hijack_x.shape[1], opts.width, seed)
     opt = torch.optim.Adam(cam.parameters(), lr=opts.camouflage_lr)
     snapshot.eval()
     for _ in range(opts.camouflage_epochs):
         for idx in torch.randperm(len(hijack_x), generator=gen).split(opts.camouflage_batch):
             xh = hijack_x[idx]
             xo = cover_x[torch.randint(len(cover_x), (len(idx),), generator=gen)]
-            xc = cam(xh, xo)
-            fc = snapshot.features(xc)
-            with torch.no_grad():
-                fh, fo = snapshot.features(xh), snapshot.features(xo)
-            loss = F.l1_loss(xc, xo) + opts.semantic_weight * F.l1_loss(fc, fh)
-            if opts.adverse:
-                loss = loss - opts.semantic_weight * F.l1_loss(fc, fo)
+            loss = camouflage_loss(snapshot, cam, xh, xo, opts)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

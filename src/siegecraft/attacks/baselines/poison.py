@@ -50,10 +50,10 @@ class Poison(HijackAdversary):
         super().__init__(clients, options)
         self.poison_set: ImageDataset | None = None
 
-    def map_classes(self, counts: torch.Tensor) -> ClassMapping:
+    def map_classes(self, counts: torch.Tensor, negative: int | None) -> ClassMapping:
         if self.options.mapping == "index":
             return index_mapping(*counts.shape)
-        return greedy_mapping(counts)
+        return greedy_mapping(counts, negative)
 
     def poison_inputs(self, ctx: FederationContext, snapshot: SiegeModel) -> torch.Tensor:
         """The inputs trained under mapped labels (the raw hijacking samples here)."""

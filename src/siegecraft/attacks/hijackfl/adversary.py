@@ -24,7 +24,12 @@ from siegecraft.attacks.hijackfl.cloaks import CloakSchedule, search_cloaks
 from siegecraft.attacks.hijackfl.evaluation import evaluate_hijacker
 from siegecraft.attacks.hijackfl.execution import CloakedHijacker, Hijacker
 from siegecraft.attacks.hijackfl.figures import loss_figure
-from siegecraft.attacks.hijackfl.mapping import ClassMapping, greedy_mapping, prediction_counts
+from siegecraft.attacks.hijackfl.mapping import (
+    ClassMapping,
+    greedy_mapping,
+    most_distinct_class,
+    prediction_counts,
+)
 from siegecraft.attacks.hijackfl.options import HijackFLOptions, HijackOptions
 from siegecraft.attacks.hijackfl.snapshot import Snapshot
 from siegecraft.data import ImageDataset
@@ -99,11 +104,15 @@ class HijackAdversary(Adversary):
         assert self.data is not None
         with self.stage("mapping"):
             counts = prediction_counts(snapshot, self.data.train.x, self.data.train.y, self.data.num_classes)
-            self.mapping = self.map_classes(counts)
+            negative = None
+            if self.options.negative == "distinct":
+                own = self.attacker_data(ctx)
+                negative = most_distinct_class(snapshot, own.x, own.y)
+            self.mapping = self.map_classes(counts, negative)
         self.hijacker = self.build_hijacker(ctx, snapshot, self.mapping)
 
-    def map_classes(self, counts: torch.Tensor) -> ClassMapping:
-        return greedy_mapping(counts)
+    def map_classes(self, counts: torch.Tensor, negative: int | None) -> ClassMapping:
+        return greedy_mapping(counts, negative)
 
     def build_hijacker(self, ctx: FederationContext, snapshot: SiegeModel, mapping: ClassMapping) -> Hijacker:
         raise NotImplementedError

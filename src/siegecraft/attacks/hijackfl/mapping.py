@@ -15,7 +15,7 @@ import torch
 from siegecraft.models import SiegeModel
 from siegecraft.train import predict_logits
 
-__all__ = ["ClassMapping", "greedy_mapping", "index_mapping", "prediction_counts"]
+__all__ = ["ClassMapping", "greedy_mapping", "index_mapping", "most_distinct_class", "prediction_counts"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,18 @@ def greedy_mapping(counts: torch.Tensor, negative: int | None = None) -> ClassMa
         free = [j for j in range(c) if j not in used]
         negative = max(free, key=lambda j: (int(column[j]), -j))
     return ClassMapping(tuple(targets[i] for i in range(k)), negative, c)
+
+
+def most_distinct_class(model: SiegeModel, x: torch.Tensor, y: torch.Tensor) -> int:
+    """The original class the model recognises best on the attacker's own data (highest recall).
+
+    As the negative class it is the one least confused with any mapped class, so each cloak's
+    "mine / not mine" decision is between two well-separated regions of feature space.
+    """
+    pred = predict_logits(model, x).argmax(1)
+    recall = [float((pred[y == c] == c).float().mean()) if bool((y == c).any()) else -1.0
+              for c in range(model.num_classes)]
+    return max(range(len(recall)), key=lambda c: (recall[c], -c))
 
 
 def index_mapping(num_hijack: int, num_original: int) -> ClassMapping:

@@ -21,6 +21,10 @@ class HijackOptions(AttackOptions):
     attack_round: int | None = Field(
         None, ge=1, description="round whose received global model is the snapshot; None = 3/4 of the rounds"
     )
+    negative: Literal["column_sum", "distinct"] = Field(
+        "column_sum", description="negative class: the unused class with the largest column sum (authors), or the "
+        "class the snapshot recognises best on the attacker's data, chosen before the greedy mapping",
+    )
     reference_run: bool = Field(False, description="also train the clean federation to measure the utility drop")
     squeeze_detect: bool = Field(False, description="feature-squeezing detection rate on the attack's inputs")
     squeeze_bit_depth: int = Field(4, ge=0, le=8, description="bits kept; 0 disables")

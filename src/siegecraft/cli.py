@@ -41,7 +41,7 @@ class RichProgress:
         status = "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items() if v is not None)
         self.bar.update(self.task, completed=step, total=total, status=status)
 
-    def __enter__(self) -> RichProgress:
+    def __enter__(self) -> RichProgress:  # noqa: PYI034 (Self needs Python 3.11)
         self.bar.start()
         return self
 

@@ -8,10 +8,11 @@ attack/defense options are validated by their owners' models, looked up lazily.
 from __future__ import annotations
 
 import copy
-import tomllib
+import math
 from pathlib import Path
 from typing import Any, Literal
 
+import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from siegecraft.train import TrainConfig
@@ -323,7 +324,7 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (int, float)):
-        return repr(v) if not isinstance(v, float) or v == v else "nan"
+        return "nan" if isinstance(v, float) and math.isnan(v) else repr(v)
     if isinstance(v, str):
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(v, (list, tuple)):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from siegecraft.config import build_experiment
-from siegecraft.federated import Federation, FedAvg, FedAvgM, sample_clients
+from siegecraft.federated import FedAvg, FedAvgM, Federation, sample_clients
 from siegecraft.federated.client import ClientUpdate
 from siegecraft.federated.engine import drop_non_finite
 from siegecraft.results import RunDir

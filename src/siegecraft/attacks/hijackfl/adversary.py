@@ -19,7 +19,12 @@ import torch
 
 from siegecraft.attacks.base import Adversary, FederationContext
 from siegecraft.attacks.hijackfl.adapter import HijackData, load_hijack_data
-from siegecraft.attacks.hijackfl.anchors import FeatureScale, mean_anchors, synthetic_anchors
+from siegecraft.attacks.hijackfl.anchors import (
+    FeatureScale,
+    batched_features,
+    mean_anchors,
+    synthetic_anchor_inputs,
+)
 from siegecraft.attacks.hijackfl.cloaks import CloakSchedule, search_cloaks
 from siegecraft.attacks.hijackfl.evaluation import evaluate_hijacker
 from siegecraft.attacks.hijackfl.execution import CloakedHijacker, Hijacker
@@ -64,6 +69,7 @@ class HijackAdversary(Adversary):
         self.hijacker: Hijacker | None = None
         self.data: HijackData | None = None
         self.times: dict[str, float] = {}
+        self.notes: dict[str, Any] = {}  # attack-specific diagnostics added to the summary
         self.attack_round = 0
 
     # -- life cycle ----------------------------------------------------------------------------
@@ -144,6 +150,7 @@ class HijackAdversary(Adversary):
             "hijack_classes": self.data.num_classes, "hijack_train_samples": len(self.data.train),
             "hijack_test_samples": len(self.data.test),
         })
+        out.update(self.notes)
         out.update({f"time_{k}_s": v for k, v in self.times.items()})
         return out
 
@@ -174,8 +181,11 @@ class HijackFL(HijackAdversary):
         classes = [*mapping.targets, mapping.negative]
         with self.stage("anchors"):
             if o.anchors == "synthetic":
-                anchors = synthetic_anchors(snapshot, classes, steps=o.anchor_steps, lr=o.anchor_lr,
-                                            seed=ctx.exp.seed)
+                inputs = synthetic_anchor_inputs(snapshot, classes, steps=o.anchor_steps, lr=o.anchor_lr,
+                                                 seed=ctx.exp.seed)
+                anchors = batched_features(snapshot, inputs)
+                probs = snapshot.classifier(anchors).softmax(1)
+                self.notes["anchor_confidence"] = float(probs[torch.arange(len(classes)), classes].mean())
             else:
                 anchors = mean_anchors(snapshot, own, classes)
             scale = (FeatureScale.standardize(snapshot, own.x) if o.feature_norm == "standardize"

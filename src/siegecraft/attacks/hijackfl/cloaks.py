@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from siegecraft.attacks.hijackfl.anchors import FeatureScale
 from siegecraft.data import ImageDataset
@@ -92,22 +91,6 @@ class ClassSampler:
         return pos, neg
 
 
-def contrastive_terms(
-    pos: torch.Tensor, neg: torch.Tensor, targets: torch.Tensor, negative: torch.Tensor, beta: float,
-    sharpness: float = 10.0,
-) -> torch.Tensor:
-    """Nearest-anchor loss: class k's features closer to its target anchor than to the negative one, the
-    other classes' the reverse; distances in units of the anchors' separation, so far anchors do not dominate."""
-    gap = (targets - negative).norm(dim=-1)[:, None]  # [K, 1]
-
-    def margin(f: torch.Tensor) -> torch.Tensor:  # > 0: nearer the negative anchor
-        return ((f - targets[:, None]).norm(dim=-1) - (f - negative).norm(dim=-1)) / gap
-
-    pull = F.softplus(sharpness * margin(pos)).mean(1)
-    push = F.softplus(-sharpness * margin(neg)).mean(1)
-    return (pull + beta * push).sum()
-
-
 def search_cloaks(
     model: SiegeModel,
     data: ImageDataset,
@@ -119,7 +102,6 @@ def search_cloaks(
     schedule: CloakSchedule | None = None,
     scale: FeatureScale | None = None,
     seed: int = 0,
-    loss: str = "l2",
 ) -> tuple[BlendPatterns, list[float]]:
     """HijackFL's cloak search on the snapshot `model`; returns the cloaks and the loss per step.
 
@@ -143,12 +125,9 @@ def search_cloaks(
         x = torch.cat([pos, neg], 1)  # [K, 2b, C, H, W]
         cloaked = blend(x, w[:, None], alpha).flatten(0, 1)
         feats = scale(model.features(cloaked)).view(k, 2 * b, -1)
-        if loss == "contrastive":
-            value = contrastive_terms(feats[:, :b], feats[:, b:], targets, negative, beta)
-        else:
-            pull = (feats[:, :b] - targets[:, None]).norm(dim=-1).mean(1)
-            push = (feats[:, b:] - negative).norm(dim=-1).mean(1)
-            value = (pull + beta * push).sum()
+        pull = (feats[:, :b] - targets[:, None]).norm(dim=-1).mean(1)
+        push = (feats[:, b:] - negative).norm(dim=-1).mean(1)
+        value = (pull + beta * push).sum()
         opt.zero_grad(set_to_none=True)
         value.backward()
         opt.step()

@@ -10,7 +10,7 @@ evaluation only after the last. Reported per executor and N:
 The check: going from 10 to 1,000 clients adds 990 idle clients; a model copy per client would add
 990 x the model's size, while siegecraft should add only their index arrays (the partitions of the
 same 60,000 samples). `model_copies_in_growth` = memory growth / model size says which happened.
-Each configuration runs in a fresh subprocess. Writes benchmarks/results/scaling.json.
+Each configuration runs 3 times, each in a fresh subprocess; medians are reported. Writes benchmarks/results/scaling.json.
 
     .venv/bin/python benchmarks/scaling.py                       # inline and processes
     .venv/bin/python benchmarks/scaling.py --executors ray       # Ray actors live outside this tree:
@@ -34,6 +34,7 @@ from typing import Any
 
 OUT = Path(__file__).resolve().parent / "results" / "scaling.json"
 CLIENT_COUNTS = (10, 100, 1000)
+MEDIAN_KEYS = ("s_per_round", "first_round_s", "peak_pss_mb", "peak_rss_main_mb", "cpu_s", "total_s")
 PER_ROUND, ROUNDS, STEPS, BATCH, LR, SEED, WORKERS = 10, 4, 20, 32, 0.05, 0, 2
 
 
@@ -182,6 +183,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--executors", default="inline,processes")
     ap.add_argument("--clients", default=",".join(map(str, CLIENT_COUNTS)))
+    ap.add_argument("--repeats", type=int, default=3, help="runs per configuration; medians are reported")
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -193,14 +195,18 @@ def main() -> None:
     load_before = os.getloadavg()
     for executor in [e.strip() for e in args.executors.split(",") if e.strip()]:
         for clients in [int(c) for c in args.clients.split(",")]:
-            row = run_child(executor, clients, args.timeout)
+            reps = [run_child(executor, clients, args.timeout) for _ in range(args.repeats)]
+            row = {**reps[0], **{k: statistics.median(r[k] for r in reps) for k in MEDIAN_KEYS}}
+            row["repeats"] = {k: [r[k] for r in reps] for k in MEDIAN_KEYS}
             rows.append(row)
             print(f"{executor:10s} {clients:5d} clients: {row['s_per_round']:6.2f} s/round "
-                  f"(first {row['first_round_s']:.2f}), peak PSS {row['peak_pss_mb']:7.1f} MB", flush=True)
+                  f"(first {row['first_round_s']:.2f}), peak PSS {row['peak_pss_mb']:7.1f} MB "
+                  f"(runs {', '.join(f'{v:.0f}' for v in row['repeats']['peak_pss_mb'])})", flush=True)
     result = {
         "rows": rows, "growth": growth(rows),
         "workload": {"dataset": "fashion_mnist", "model": "cnn", "clients_per_round": PER_ROUND, "rounds": ROUNDS,
-                     "local_steps": STEPS, "batch_size": BATCH, "workers": WORKERS, "partition": "iid"},
+                     "local_steps": STEPS, "batch_size": BATCH, "workers": WORKERS, "partition": "iid",
+                     "repeats": args.repeats},
         "machine": {"cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }

@@ -35,11 +35,13 @@ def test_hogwild_trains_well_above_chance(fmnist_small, tiny_model, quick_cfg, t
 
 def test_shared_optimizer_shares_momentum_and_schedule(fmnist_small, tiny_model, quick_cfg):
     train, val = fmnist_small
-    cfg = quick_cfg(shared_optimizer=True, lr_milestones=[0.5], momentum=0.9)
+    # lr 0.02 with momentum 0.9: at lr 0.05 a shared momentum buffer diverges in some interleavings
+    # (measured 2/5 runs at chance), at 0.02 six runs gave 0.69-0.74.
+    cfg = quick_cfg(shared_optimizer=True, epochs=2, lr=0.02, lr_milestones=[1.5], momentum=0.9)
     trainer = HogwildTrainer(tiny_model(), train, val, cfg)
     result = trainer.run()
-    assert result.final["accuracy"] > 0.25  # well above chance (0.10); lock-free interleaving varies run to run
-    assert cfg.lr_at(0.49) == pytest.approx(0.05) and cfg.lr_at(0.5) == pytest.approx(0.005)
+    assert result.final["accuracy"] > 0.45  # chance is 0.10; lock-free interleaving varies run to run
+    assert cfg.lr_at(1.49) == pytest.approx(0.02) and cfg.lr_at(1.5) == pytest.approx(0.002)
 
 
 def test_config_rejects_bad_values():

@@ -4,7 +4,7 @@
   python experiments/hijackfl/ablate.py --clean runs/hijackfl_table/clean-...   # reuse a clean run
   python experiments/hijackfl/ablate.py --set fl.rounds=10 --set attack.options.max_steps=300
 
-Factors that change only the attack (samples per class, number of classes, alpha, beta, attack round)
+Factors that change only the attack (samples per class, number of classes, alpha, beta, contrast, attack round)
 resume one clean federation just before the attack round; `clients_per_round` changes the federation,
 so each of its values is a full run. Writes experiments/hijackfl/results/<factor>.{json,md,png}.
 """
@@ -41,6 +41,7 @@ def factor_values(raw: dict[str, Any]) -> dict[str, tuple[str, list[Any]]]:
         "num_classes": ("attack", [2, 3, 5, 7, 9]),
         "alpha": ("attack", [0.3, 0.4, 0.5, 0.6, 0.7]),
         "beta": ("attack", [0.0, 0.5, 1.0, 2.0]),
+        "contrast": ("attack", [0.0, 10.0, 30.0, 100.0]),
         "clients_per_round": ("fl", sorted({max(1, clients // 4), max(1, clients // 2), clients})),
     }
 

@@ -9,6 +9,7 @@ import torch
 
 from siegecraft.attacks.base import ATTACKS, build_adversary
 from siegecraft.attacks.hijackfl import (
+    BalancedSampler,
     BlendPatterns,
     CloakedHijacker,
     CloakSchedule,
@@ -16,6 +17,7 @@ from siegecraft.attacks.hijackfl import (
     HijackFL,
     RawHijacker,
     adapt_to_input,
+    cloak_loss,
     greedy_mapping,
     index_mapping,
     load_hijack_data,
@@ -120,14 +122,46 @@ def test_cloak_search_lowers_its_loss_and_beats_uncloaked_queries(digits_model: 
     anchors = mean_anchors(digits_model, own, [*mapping.targets, mapping.negative])
     cloaks, losses = search_cloaks(
         digits_model, hijack3.train, anchors[:-1], anchors[-1], alpha=0.5, beta=1.0,
-        schedule=CloakSchedule(epochs=100, lr=0.1, batch_size=32, schedule="cosine"), seed=0,
-    )
+        schedule=CloakSchedule(epochs=100, lr=0.1, batch_size=96, schedule="cosine"), seed=0,
+    )  # 96 / 3 classes = 32 samples of each class per step, every cloak applied to all 96
     assert len(cloaks) == 3 and cloaks.images().shape == (3, 1, 8, 8) and len(losses) == 200
     assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
     x, y = hijack3.test.x, hijack3.test.y
     cloaked = (CloakedHijacker(mapping, cloaks).predict(digits_model, x) == y).float().mean()
     raw = (RawHijacker(mapping).predict(digits_model, x) == y).float().mean()
     assert cloaked > raw + 0.15, (float(cloaked), float(raw))
+
+
+def test_cloak_loss_matches_its_definition_by_hand() -> None:
+    dist = torch.tensor([[1.0, 4.0, 2.0], [3.0, 0.5, 5.0]])  # 2 cloaks x 3 samples
+    dist_neg = torch.tensor([[9.0, 1.0, 2.0], [6.0, 7.0, 3.0]])
+    labels = torch.tensor([0, 1, 0])
+    authors = cloak_loss(dist, dist_neg, labels, beta=0.5, contrast=0.0, tau=1.0)
+    # cloak 0: pull mean(1, 2) = 1.5, push over sample 1 = 1.0; cloak 1: pull 0.5, push mean(6, 3) = 4.5
+    assert float(authors) == pytest.approx((1.5 + 0.5 * 1.0) + (0.5 + 0.5 * 4.5))
+    ce = torch.nn.functional.cross_entropy(-dist.T / 2.0, labels)
+    full = cloak_loss(dist, dist_neg, labels, beta=0.5, contrast=3.0, tau=2.0)
+    assert float(full) == pytest.approx(float(authors) + 3.0 * 2 * float(ce))
+
+
+def test_contrast_term_prefers_the_own_cloak_nearest() -> None:
+    labels = torch.tensor([0, 1])
+    right = torch.tensor([[1.0, 5.0], [5.0, 1.0]])  # each sample nearest its own cloak's anchor
+    wrong = right.flip(0)
+    zeros = torch.zeros(2, 2)
+    def k_way(d: torch.Tensor) -> float:
+        return float(cloak_loss(d, zeros, labels, beta=0.0, contrast=1.0, tau=1.0)
+                     - cloak_loss(d, zeros, labels, beta=0.0, contrast=0.0, tau=1.0))
+    assert k_way(right) < 0.1
+    assert k_way(wrong) > 4.0
+
+
+def test_balanced_sampler_draws_every_class_equally(hijack3) -> None:
+    x, y = BalancedSampler(hijack3.train, 3, seed=0).batch(5)
+    assert x.shape[0] == 15 and torch.equal(y, torch.tensor([0] * 5 + [1] * 5 + [2] * 5))
+    pool = {c: hijack3.train.x[hijack3.train.y == c] for c in range(3)}
+    for xi, yi in zip(x, y):  # each drawn image really belongs to its label's class
+        assert (pool[int(yi)] == xi).flatten(1).all(1).any()
 
 
 def test_standardised_feature_scale_has_zero_mean_and_unit_spread(digits_model: SiegeModel) -> None:

@@ -14,7 +14,13 @@ from siegecraft.attacks.hijackfl.anchors import (
     synthetic_anchor_inputs,
     synthetic_anchors,
 )
-from siegecraft.attacks.hijackfl.cloaks import BlendPatterns, CloakSchedule, search_cloaks
+from siegecraft.attacks.hijackfl.cloaks import (
+    BalancedSampler,
+    BlendPatterns,
+    CloakSchedule,
+    cloak_loss,
+    search_cloaks,
+)
 from siegecraft.attacks.hijackfl.execution import CloakedHijacker, Hijacker, ProgramHijacker, RawHijacker
 from siegecraft.attacks.hijackfl.mapping import ClassMapping, greedy_mapping, index_mapping, prediction_counts
 from siegecraft.attacks.hijackfl.options import CloakOptions, HijackFLOptions, HijackOptions
@@ -23,6 +29,7 @@ from siegecraft.attacks.hijackfl.snapshot import Snapshot, frozen_model
 ATTACKS.add("hijackfl", HijackFL)
 
 __all__ = [
+    "BalancedSampler",
     "BlendPatterns",
     "ClassMapping",
     "CloakOptions",
@@ -39,6 +46,7 @@ __all__ = [
     "RawHijacker",
     "Snapshot",
     "adapt_to_input",
+    "cloak_loss",
     "default_attack_round",
     "frozen_model",
     "greedy_mapping",

@@ -195,7 +195,7 @@ class HijackFL(HijackAdversary):
         with self.stage("cloaks"):
             cloaks, losses = search_cloaks(
                 snapshot, self.data.train, anchors[:-1], anchors[-1], alpha=o.alpha, beta=o.beta,
-                schedule=schedule, scale=scale, seed=ctx.exp.seed,
+                contrast=o.contrast, tau=o.contrast_tau, schedule=schedule, scale=scale, seed=ctx.exp.seed,
             )
         if o.figures:
             loss_figure(losses, ctx.figures_dir / "hijack_5_cloak_loss.png", "HijackFL cloak search")

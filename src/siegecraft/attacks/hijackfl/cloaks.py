@@ -5,6 +5,13 @@ is the whole budget (no epsilon ball). HijackFL trains W_k in feature space:
   || Phi(x'_k) - anchor[map(k)] ||_2 + beta * || Phi(x'_other) - anchor[negative] ||_2,
 where x'_other are the other hijacking classes' samples under cloak k. The negative term is what makes a
 cloak class-selective. All K cloaks are optimised in one batched forward pass per step.
+
+Execution asks which cloak brings an input closest to its mapped class, a K-way decision, while the loss
+above trains K independent yes/no cloaks. `contrast` > 0 adds a term for the K-way decision, still in
+feature space: every cloak is applied to every sample of a class-balanced batch, and for a sample of
+class j the distances d_k = || Phi(x'_k) - anchor[map(k)] || over the K cloaks are scored as logits
+-d_k / tau with cross-entropy to j (so cloak j must bring the sample closer to its anchor than any other
+cloak brings it to theirs). `contrast = 0` is the authors' loss.
 """
 
 from __future__ import annotations
@@ -14,12 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from siegecraft.attacks.hijackfl.anchors import FeatureScale
 from siegecraft.data import ImageDataset
 from siegecraft.models import SiegeModel
 
-__all__ = ["BlendPatterns", "ClassSampler", "CloakSchedule", "blend", "search_cloaks"]
+__all__ = ["BalancedSampler", "BlendPatterns", "ClassSampler", "CloakSchedule", "blend", "cloak_loss", "search_cloaks"]
 
 
 @dataclass
@@ -60,8 +68,9 @@ class CloakSchedule:
     schedule: str = "constant"
     max_steps: int | None = None
 
-    def total_steps(self, per_class: int) -> int:
-        steps = self.epochs * max(1, math.ceil(per_class / self.batch_size))
+    def total_steps(self, per_class: int, per_step: int | None = None) -> int:
+        """Steps for `epochs` passes over `per_class` samples, `per_step` (default batch_size) per step."""
+        steps = self.epochs * max(1, math.ceil(per_class / (per_step or self.batch_size)))
         return min(steps, self.max_steps) if self.max_steps is not None else steps
 
     def optimizer(self, params: list[torch.Tensor], steps: int) -> tuple[torch.optim.Optimizer, Callable[[], None]]:
@@ -91,6 +100,40 @@ class ClassSampler:
         return pos, neg
 
 
+class BalancedSampler:
+    """Class-balanced batches of the hijacking samples: `m` random samples of each of the K classes."""
+
+    def __init__(self, data: ImageDataset, k: int, seed: int) -> None:
+        self.x = data.x
+        self.own = [(data.y == c).nonzero().flatten() for c in range(k)]
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def batch(self, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Samples [K * m, C, H, W] and their hijacking labels [K * m], grouped by class."""
+        idx = torch.cat([p[torch.randint(len(p), (m,), generator=self.gen)] for p in self.own])
+        labels = torch.arange(len(self.own)).repeat_interleave(m)
+        return self.x[idx], labels
+
+
+def cloak_loss(
+    dist: torch.Tensor, dist_neg: torch.Tensor, labels: torch.Tensor, *, beta: float, contrast: float, tau: float
+) -> torch.Tensor:
+    """HijackFL's loss on a batch where every cloak saw every sample.
+
+    `dist[k, i]` is the distance of sample i under cloak k to cloak k's target anchor, `dist_neg[k, i]` to
+    the negative anchor. Per cloak: mean pull over its own class + beta * mean push over the others,
+    summed over cloaks; plus `contrast` * K * cross-entropy of the K-way decision (logits -dist / tau).
+    """
+    k = dist.shape[0]
+    own = labels[None, :] == torch.arange(k)[:, None]  # [K, B]
+    pull = (dist * own).sum(1) / own.sum(1)
+    push = (dist_neg * ~own).sum(1) / (~own).sum(1).clamp_min(1)
+    value = (pull + beta * push).sum()
+    if contrast > 0:
+        value = value + contrast * k * F.cross_entropy(-dist.T / tau, labels)
+    return value
+
+
 def search_cloaks(
     model: SiegeModel,
     data: ImageDataset,
@@ -99,6 +142,8 @@ def search_cloaks(
     *,
     alpha: float = 0.5,
     beta: float = 1.0,
+    contrast: float = 0.0,
+    tau: float = 1.0,
     schedule: CloakSchedule | None = None,
     scale: FeatureScale | None = None,
     seed: int = 0,
@@ -106,7 +151,9 @@ def search_cloaks(
     """HijackFL's cloak search on the snapshot `model`; returns the cloaks and the loss per step.
 
     `targets` [K, D] are the anchors of each hijacking class's mapped class, `negative` [D] the negative
-    anchor; both are already in the (optionally standardised) space of `scale`.
+    anchor; both are already in the (optionally standardised) space of `scale`. Each step draws
+    round(batch_size / K) samples of every class and applies every cloak to all of them, so each cloak
+    sees about `batch_size` cloaked images per step (its own class and all the others).
     """
     schedule = schedule or CloakSchedule()
     k = data.num_classes
@@ -114,20 +161,19 @@ def search_cloaks(
     cloaks = BlendPatterns.init(k, model.input_shape, alpha, seed)
     w = cloaks.weights.requires_grad_(True)
     per_class = int(torch.bincount(data.y, minlength=k).min())
-    steps = schedule.total_steps(per_class)
+    m = max(1, min(round(schedule.batch_size / k), per_class))
+    steps = schedule.total_steps(per_class, m)
     opt, step_lr = schedule.optimizer([w], steps)
-    sampler = ClassSampler(data, k, seed + 1)
-    b = min(schedule.batch_size, per_class)
+    sampler = BalancedSampler(data, k, seed + 1)
     model.eval()
     losses = []
     for _ in range(steps):
-        pos, neg = sampler.batches(b)
-        x = torch.cat([pos, neg], 1)  # [K, 2b, C, H, W]
-        cloaked = blend(x, w[:, None], alpha).flatten(0, 1)
-        feats = scale(model.features(cloaked)).view(k, 2 * b, -1)
-        pull = (feats[:, :b] - targets[:, None]).norm(dim=-1).mean(1)
-        push = (feats[:, b:] - negative).norm(dim=-1).mean(1)
-        value = (pull + beta * push).sum()
+        x, labels = sampler.batch(m)
+        cloaked = blend(x[None], w[:, None], alpha).flatten(0, 1)  # [K * B, C, H, W]: cloak k, sample i
+        feats = scale(model.features(cloaked)).view(k, len(x), -1)
+        dist = (feats - targets[:, None]).norm(dim=-1)
+        dist_neg = (feats - negative).norm(dim=-1)
+        value = cloak_loss(dist, dist_neg, labels, beta=beta, contrast=contrast, tau=tau)
         opt.zero_grad(set_to_none=True)
         value.backward()
         opt.step()

@@ -49,6 +49,11 @@ class HijackFLOptions(CloakOptions):
     """HijackFL (Li et al.): per-class feature-space cloaks towards anchor features."""
 
     beta: float = Field(1.0, ge=0, description="weight of the negative (other classes -> negative anchor) term")
+    contrast: float = Field(
+        0.0, ge=0, description="weight of the K-way term: a sample's own cloak must bring it nearer its anchor than "
+        "any other cloak brings it to theirs (feature distances as logits); 0 = the authors' loss",
+    )
+    contrast_tau: float = Field(1.0, gt=0, description="temperature of the K-way term's distance logits")
     anchors: Literal["synthetic", "mean"] = "synthetic"
     anchor_steps: int = Field(500, ge=1)
     anchor_lr: float = Field(5e-3, gt=0)

@@ -326,7 +326,7 @@ def flower_peer(parties: int, dim: int, rounds: int) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="small settings for a smoke test")
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--e2e-parties", type=int, nargs="*", default=[8, 16])
     p.add_argument("--samples-per-party", type=int, default=200)
     p.add_argument("--scaling-parties", type=int, nargs="*", default=[10, 100, 1000])

@@ -116,12 +116,15 @@ def test_mean_anchors_are_class_means_of_features(digits_model: SiegeModel) -> N
         mean_anchors(digits_model, data.filter_classes([0, 1], relabel=False), [9])
 
 
-def test_cloak_search_lowers_its_loss_and_beats_uncloaked_queries(digits_model: SiegeModel, hijack3) -> None:
+@pytest.mark.parametrize("contrast", [0.0, 10.0])
+def test_cloak_search_lowers_its_loss_and_beats_uncloaked_queries(
+    digits_model: SiegeModel, hijack3, contrast: float
+) -> None:
     mapping = greedy_mapping(prediction_counts(digits_model, hijack3.train.x, hijack3.train.y, 3))
     own = load_dataset("digits", "train")
     anchors = mean_anchors(digits_model, own, [*mapping.targets, mapping.negative])
     cloaks, losses = search_cloaks(
-        digits_model, hijack3.train, anchors[:-1], anchors[-1], alpha=0.5, beta=1.0,
+        digits_model, hijack3.train, anchors[:-1], anchors[-1], alpha=0.5, beta=1.0, contrast=contrast,
         schedule=CloakSchedule(epochs=100, lr=0.1, batch_size=96, schedule="cosine"), seed=0,
     )  # 96 / 3 classes = 32 samples of each class per step, every cloak applied to all 96
     assert len(cloaks) == 3 and cloaks.images().shape == (3, 1, 8, 8) and len(losses) == 200
@@ -237,7 +240,7 @@ def test_adversary_uploads_exactly_the_benign_update_and_keeps_a_snapshot(tmp_pa
 
 def test_a_full_run_reports_hijacking_metrics_figures_and_zero_utility_drop(tmp_path: Path) -> None:
     options = {**FAST, "attack_round": 2, "reference_run": True, "squeeze_detect": True, "anchors": "mean",
-               "feature_norm": "standardize", "figure_samples": 4}
+               "feature_norm": "standardize", "figure_samples": 4, "contrast": 10.0}
     raw = tiny_raw(fl={"rounds": 2}, attack={"name": "hijackfl", "clients": [1], "options": options},
                    output={"report": True})
     run = run_experiment(build_experiment(raw), out_root=tmp_path)
@@ -263,6 +266,8 @@ def test_config_validation_of_hijackfl_options() -> None:
         build_experiment(tiny_raw(attack={"name": "hijackfl", "clients": [0], "options": {"alpha": 1.5}}))
     with pytest.raises(ConfigError, match="unknown key"):
         build_experiment(tiny_raw(attack={"name": "hijackfl", "clients": [0], "options": {"alpah": 0.3}}))
+    with pytest.raises(ConfigError, match="attack.options.contrast"):
+        build_experiment(tiny_raw(attack={"name": "hijackfl", "clients": [0], "options": {"contrast": -1.0}}))
     assert "hijackfl" in ATTACKS
 
 

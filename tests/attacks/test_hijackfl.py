@@ -9,8 +9,8 @@ import torch
 
 from siegecraft.attacks.base import ATTACKS, build_adversary
 from siegecraft.attacks.hijackfl import (
-    BalancedSampler,
     BlendPatterns,
+    ClassSampler,
     CloakedHijacker,
     CloakSchedule,
     FeatureScale,
@@ -160,7 +160,7 @@ def test_contrast_term_prefers_the_own_cloak_nearest() -> None:
 
 
 def test_balanced_sampler_draws_every_class_equally(hijack3) -> None:
-    x, y = BalancedSampler(hijack3.train, 3, seed=0).batch(5)
+    x, y = ClassSampler(hijack3.train, 3, seed=0).balanced(5)
     assert x.shape[0] == 15 and torch.equal(y, torch.tensor([0] * 5 + [1] * 5 + [2] * 5))
     pool = {c: hijack3.train.x[hijack3.train.y == c] for c in range(3)}
     for xi, yi in zip(x, y):  # each drawn image really belongs to its label's class

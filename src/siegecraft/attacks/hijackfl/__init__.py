@@ -15,8 +15,8 @@ from siegecraft.attacks.hijackfl.anchors import (
     synthetic_anchors,
 )
 from siegecraft.attacks.hijackfl.cloaks import (
-    BalancedSampler,
     BlendPatterns,
+    ClassSampler,
     CloakSchedule,
     cloak_loss,
     search_cloaks,
@@ -29,9 +29,9 @@ from siegecraft.attacks.hijackfl.snapshot import Snapshot, frozen_model
 ATTACKS.add("hijackfl", HijackFL)
 
 __all__ = [
-    "BalancedSampler",
     "BlendPatterns",
     "ClassMapping",
+    "ClassSampler",
     "CloakOptions",
     "CloakSchedule",
     "CloakedHijacker",

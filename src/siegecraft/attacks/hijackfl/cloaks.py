@@ -27,7 +27,7 @@ from siegecraft.attacks.hijackfl.anchors import FeatureScale
 from siegecraft.data import ImageDataset
 from siegecraft.models import SiegeModel
 
-__all__ = ["BalancedSampler", "BlendPatterns", "ClassSampler", "CloakSchedule", "blend", "cloak_loss", "search_cloaks"]
+__all__ = ["BlendPatterns", "ClassSampler", "CloakSchedule", "blend", "cloak_loss", "search_cloaks"]
 
 
 @dataclass
@@ -82,7 +82,8 @@ class CloakSchedule:
 
 
 class ClassSampler:
-    """Per class c < k: random batches of c's samples and of the other classes' samples."""
+    """Per class c < k: random batches of c's samples and of the other classes' samples, or balanced
+    batches of every class."""
 
     def __init__(self, data: ImageDataset, k: int, seed: int) -> None:
         self.x = data.x
@@ -99,20 +100,10 @@ class ClassSampler:
         neg = torch.stack([self._pick(p, n) for p in self.other])
         return pos, neg
 
-
-class BalancedSampler:
-    """Class-balanced batches of the hijacking samples: `m` random samples of each of the K classes."""
-
-    def __init__(self, data: ImageDataset, k: int, seed: int) -> None:
-        self.x = data.x
-        self.own = [(data.y == c).nonzero().flatten() for c in range(k)]
-        self.gen = torch.Generator().manual_seed(seed)
-
-    def batch(self, m: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Samples [K * m, C, H, W] and their hijacking labels [K * m], grouped by class."""
-        idx = torch.cat([p[torch.randint(len(p), (m,), generator=self.gen)] for p in self.own])
+    def balanced(self, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`m` random samples of each class, [k * m, C, H, W] grouped by class, and their labels [k * m]."""
         labels = torch.arange(len(self.own)).repeat_interleave(m)
-        return self.x[idx], labels
+        return torch.cat([self._pick(p, m) for p in self.own]), labels
 
 
 def cloak_loss(
@@ -164,11 +155,11 @@ def search_cloaks(
     m = max(1, min(round(schedule.batch_size / k), per_class))
     steps = schedule.total_steps(per_class, m)
     opt, step_lr = schedule.optimizer([w], steps)
-    sampler = BalancedSampler(data, k, seed + 1)
+    sampler = ClassSampler(data, k, seed + 1)
     model.eval()
     losses = []
     for _ in range(steps):
-        x, labels = sampler.batch(m)
+        x, labels = sampler.balanced(m)
         cloaked = blend(x[None], w[:, None], alpha).flatten(0, 1)  # [K * B, C, H, W]: cloak k, sample i
         feats = scale(model.features(cloaked)).view(k, len(x), -1)
         dist = (feats - targets[:, None]).norm(dim=-1)

@@ -54,15 +54,18 @@ def run_factor(raw: dict[str, Any], factor: str, clean: RunDir | None) -> list[d
             cfg = attack_config(raw, "hijackfl", options={factor: value})
             cfg["name"] = f"{factor}-{value}"
             run, seconds = run_attack(cfg, RUNS, clean)
-        else:
-            cfg = attack_config({**raw, "fl": {**raw["fl"], factor: value}}, "hijackfl")
+        else:  # the attacker is sampled in only some rounds: give it the default window (the last quarter)
+            cfg = attack_config({**raw, "fl": {**raw["fl"], factor: value}}, "hijackfl",
+                                options={"attack_round": None})
             cfg["name"] = f"{factor}-{value}"
             run, seconds = run_attack(cfg, RUNS, None)
         final = run.read_summary()["final"]
         row = {"value": value, **{k: final.get(k) for k in COLUMNS}, "utility": final["accuracy"],
+               "snapshot_round": final.get("snapshot_round"),
                "chance": final.get("chance"), "run_s": seconds, "run": str(run.path)}
         rows.append(row)
-        print(f"{factor}={value}: hijack_acc {row['hijack_acc']:.4f}  no-cloak {row['no_cloak_acc']:.4f}", flush=True)
+        print(f"{factor}={value}: hijack_acc {row['hijack_acc']}  no-cloak {row['no_cloak_acc']}  "
+              f"snapshot round {final.get('snapshot_round')}", flush=True)
     return rows
 
 
@@ -76,9 +79,11 @@ def write_outputs(factor: str, rows: list[dict[str, Any]], out: Path, setup: dic
     (out / f"{factor}.md").write_text("\n".join(lines) + "\n")
     labels = ["all" if r["value"] is None else str(r["value"]) for r in rows]
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.plot(labels, [r["hijack_acc"] for r in rows], marker="o", label="with cloaks")
-    ax.plot(labels, [r["no_cloak_acc"] for r in rows], marker="s", label="without cloaks")
-    ax.plot(labels, [r["chance"] for r in rows], ls=":", color="grey", label="chance")
+    nan = float("nan")  # a run whose attacker was never sampled after its attack round reports None
+    ax.plot(labels, [nan if r["hijack_acc"] is None else r["hijack_acc"] for r in rows], marker="o", label="with cloaks")
+    ax.plot(labels, [nan if r["no_cloak_acc"] is None else r["no_cloak_acc"] for r in rows], marker="s",
+            label="without cloaks")
+    ax.plot(labels, [nan if r["chance"] is None else r["chance"] for r in rows], ls=":", color="grey", label="chance")
     ax.set_xlabel(factor)
     ax.set_ylabel("hijacking accuracy")
     ax.set_ylim(0, 1)

@@ -10,10 +10,11 @@ Three measurements, each reported as medians over repeated rounds and as ratios 
                the inline loop included, uses one torch thread (the enclaves' kernels, bit for bit).
 2. scaling   - encode + mask + tree sum + unmask of 1M-parameter updates for 10, 100, 1,000 parties,
                measured IN-PROCESS (the protocol arithmetic only: no processes, no channels).
-3. vs_flower - a whole secure-aggregation round of ours (processes, relay, channels; trainer returns a
-               random 1M-parameter update) vs Flower 1.41's SecAgg+ workflow in simulation with the same
-               update size, 10 and 50 parties, Flower's example settings (3 shares, threshold 2). Ours
-               runs twice: with our default codec (2^64) and with Flower's modulus and quantization
+3. vs_flower - a whole secure-aggregation round of ours (processes, relay, channels, shared-memory bulk
+               transport, weights broadcast; trainer returns a random 1M-parameter update) vs Flower
+               1.41's SecAgg+ workflow in simulation with the same update size, 10 and 50 parties,
+               Flower's example settings (3 shares, threshold 2). Ours runs twice: with our default
+               codec (2^64) and with Flower's modulus and quantization
                (`vs_flower_codec_matched`). Target: ours >= 5x faster. The trust models differ:
                Citadel trusts an attested admin enclave; SecAgg+ trusts no party.
 

@@ -13,6 +13,7 @@ from siegecraft.attacks.hijackfl import (
     ClassSampler,
     CloakedHijacker,
     CloakSchedule,
+    CloakView,
     FeatureScale,
     HijackFL,
     RawHijacker,
@@ -167,6 +168,23 @@ def test_balanced_sampler_draws_every_class_equally(hijack3) -> None:
         assert (pool[int(yi)] == xi).flatten(1).all(1).any()
 
 
+def test_shifted_samples_are_translated_copies_within_the_limit(hijack3) -> None:
+    sampler = ClassSampler(hijack3.train, 3, seed=0)
+    x = torch.zeros(6, 1, 8, 8)
+    x[:, :, 3:5, 3:5] = 1.0  # a 2x2 blob in the middle: every shift of up to 2 keeps it whole
+    assert torch.equal(sampler.shifted(x, 0), x)
+    out = sampler.shifted(x, 2)
+    assert out.shape == x.shape
+    offsets = set()
+    for img in out:
+        rows, cols = img[0].nonzero(as_tuple=True)
+        assert img.sum() == 4 and rows.max() - rows.min() == 1 and cols.max() - cols.min() == 1
+        dy, dx = int(rows.min()) - 3, int(cols.min()) - 3
+        assert abs(dy) <= 2 and abs(dx) <= 2
+        offsets.add((dy, dx))
+    assert len(offsets) > 1  # each sample draws its own offset
+
+
 def test_standardised_feature_scale_has_zero_mean_and_unit_spread(digits_model: SiegeModel) -> None:
     x = load_dataset("digits", "train").x
     scale = FeatureScale.standardize(digits_model, x)
@@ -200,6 +218,43 @@ def test_execution_decodes_k_queries_by_the_mapped_class_probability() -> None:
     assert top1.decode(probs).tolist() == [0, 1]
     probs[0, 1] = torch.tensor([0.1, 0.1, 0.8])
     assert top1.decode(probs).tolist()[1] == 0 and hijacker.decode(probs).tolist()[1] == 0
+
+
+def test_several_cloak_sets_send_every_cloak_and_sum_their_scores() -> None:
+    mapping = ClassMapping((2, 0), negative=1, num_original=3)
+    a = BlendPatterns(torch.zeros(2, 1, 2, 2), 0.5)
+    b = BlendPatterns(torch.ones(2, 1, 2, 2), 0.5)
+    hijacker = CloakedHijacker(mapping, [a, b])
+    q = hijacker.queries(torch.zeros(3, 1, 2, 2))
+    assert q.shape == (4, 3, 1, 2, 2)  # 2 sets x 2 cloaks
+    assert torch.equal(q[0], a.apply(torch.zeros(3, 1, 2, 2), 0)) and torch.equal(q[3], b.apply(torch.zeros(3, 1, 2, 2), 1))
+    # one input; set A prefers class 0 a little (0.6 vs 0.5), set B prefers class 1 a lot (0.9 vs 0.1)
+    probs = torch.tensor([
+        [[0.2, 0.2, 0.6]],  # set A, cloak 0 (mapped to 2): 0.6
+        [[0.5, 0.3, 0.2]],  # set A, cloak 1 (mapped to 0): 0.5
+        [[0.8, 0.1, 0.1]],  # set B, cloak 0: 0.1
+        [[0.9, 0.1, 0.0]],  # set B, cloak 1: 0.9
+    ])
+    assert CloakedHijacker(mapping, a).decode(probs[:2]).tolist() == [0]
+    assert torch.allclose(hijacker.scores(probs), torch.tensor([[0.7, 1.4]]))
+    assert hijacker.decode(probs).tolist() == [1]
+    with pytest.raises(ValueError, match="at least one"):
+        CloakedHijacker(mapping, [])
+    with pytest.raises(ValueError, match="3 cloaks for 2"):
+        CloakedHijacker(mapping, [a, BlendPatterns(torch.zeros(3, 1, 2, 2), 0.5)])
+
+
+def test_cloak_sets_are_independent_searches(tmp_path: Path) -> None:
+    fed = _federation(tmp_path, {**FAST, "attack_round": 1, "cloak_sets": 2})
+    adv = fed.adversary
+    assert isinstance(adv, HijackFL)
+    adv.setup(fed.ctx)
+    weights = fed.global_weights.clone()
+    adv.client_update(fed.ctx, 1, 1, weights, lambda: fed.trainer.train(1, 1, weights))
+    hijacker = adv.hijacker
+    assert isinstance(hijacker, CloakedHijacker) and len(hijacker.sets) == 2
+    assert not torch.allclose(hijacker.sets[0].weights, hijacker.sets[1].weights)
+    assert hijacker.queries(adv.data.test.x[:2]).shape[0] == 2 * 3
 
 
 # -- metrics -----------------------------------------------------------------------------------
@@ -236,6 +291,44 @@ def test_adversary_uploads_exactly_the_benign_update_and_keeps_a_snapshot(tmp_pa
     weights += 1.0  # the snapshot is a copy: later rounds never change it
     assert not torch.equal(adv.snapshot.weights, weights)
     assert adv.hijacker is not None and adv.mapping is not None and adv.mapping.num_hijack == 3
+
+
+def test_lookahead_uploads_the_benign_update_and_fits_cloaks_to_the_advanced_snapshot(tmp_path: Path) -> None:
+    fed = _federation(tmp_path, {**FAST, "attack_round": 1, "lookahead": True}, fl={"server_lr": 0.5})
+    adv = fed.adversary
+    assert isinstance(adv, HijackFL)
+    adv.setup(fed.ctx)
+    weights = fed.global_weights.clone()
+    calls = []
+
+    def benign():
+        calls.append(1)
+        return fed.trainer.train(1, 1, weights)
+
+    mine = adv.client_update(fed.ctx, 1, 1, weights, benign)
+    honest = fed.trainer.train(1, 1, weights)
+    assert len(calls) == 1  # local training ran once and its result was both the guess and the upload
+    assert torch.equal(mine.update, honest.update)
+    server_lr = fed.ctx.exp.fl.server_lr
+    assert adv.ahead_weights is not None and torch.equal(adv.ahead_weights, weights + server_lr * honest.update)
+    assert adv.hijacker is not None
+
+
+def test_a_duplicate_view_leaves_the_cloak_search_unchanged_and_a_different_one_changes_it(
+    digits_model: SiegeModel, hijack3
+) -> None:
+    mapping = greedy_mapping(prediction_counts(digits_model, hijack3.train.x, hijack3.train.y, 3))
+    own = load_dataset("digits", "train")
+    anchors = mean_anchors(digits_model, own, [*mapping.targets, mapping.negative])
+    scale = FeatureScale.identity(anchors.shape[1])
+    kwargs = {"contrast": 10.0, "schedule": CloakSchedule(epochs=5, lr=0.1, batch_size=48), "seed": 0}
+    alone, losses = search_cloaks(digits_model, hijack3.train, anchors[:-1], anchors[-1], **kwargs)
+    same = CloakView(digits_model, anchors[:-1], anchors[-1], scale)
+    twice, losses2 = search_cloaks(digits_model, hijack3.train, anchors[:-1], anchors[-1], extra_views=[same], **kwargs)
+    assert torch.allclose(alone.weights, twice.weights, atol=1e-5) and losses == pytest.approx(losses2, rel=1e-5)
+    other = CloakView(digits_model, anchors[:-1].flip(0), anchors[-1], scale)  # different targets
+    mixed, _ = search_cloaks(digits_model, hijack3.train, anchors[:-1], anchors[-1], extra_views=[other], **kwargs)
+    assert not torch.allclose(alone.weights, mixed.weights, atol=1e-3)
 
 
 def test_a_full_run_reports_hijacking_metrics_figures_and_zero_utility_drop(tmp_path: Path) -> None:

@@ -66,8 +66,9 @@ def expand_mask(seed: bytes, domain: MaskDomain, layout: Sequence[int], modulus_
     offset = 0
     for tensor, size in enumerate(layout):
         key = hmac.new(seed, domain.tensor_label(tensor, modulus_bits), hashlib.sha256).digest()
-        stream = Cipher(algorithms.AES(key), modes.CTR(_ZERO_IV)).encryptor().update(bytes(size * dtype.itemsize))
-        out[offset:offset + size] = np.frombuffer(stream, dtype=dtype)
+        # keystream = AES-CTR encryption of zeros, written straight into the output (no intermediate copy)
+        window = out[offset:offset + size].view(np.uint8)
+        Cipher(algorithms.AES(key), modes.CTR(_ZERO_IV)).encryptor().update_into(bytes(window.size), window)
         offset += size
     return out
 

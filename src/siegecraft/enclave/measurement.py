@@ -20,12 +20,12 @@ from siegecraft.enclave.wire import canonical_json
 _COMMON = (
     "siegecraft.enclave.errors", "siegecraft.enclave.wire", "siegecraft.enclave.channel",
     "siegecraft.enclave.attestation", "siegecraft.enclave.transport", "siegecraft.enclave.roles.base",
-    "siegecraft.enclave.roles.process",
+    "siegecraft.enclave.roles.process", "siegecraft.enclave.shm",
 )
 ROLE_MODULES: dict[str, tuple[str, ...]] = {
     "admin": (*_COMMON, "siegecraft.enclave.masks", "siegecraft.enclave.tree", "siegecraft.enclave.roles.admin"),
     "training": (*_COMMON, "siegecraft.enclave.codec", "siegecraft.enclave.masks", "siegecraft.enclave.bundle",
-                 "siegecraft.enclave.roles.training"),
+                 "siegecraft.enclave.broadcast", "siegecraft.enclave.roles.training"),
     "aggregator": (*_COMMON, "siegecraft.enclave.codec", "siegecraft.enclave.roles.aggregator"),
 }
 

@@ -3,6 +3,10 @@ and each round's weights to the attested training enclaves, and receives the mea
 
 The model owner is not an enclave; its X25519 key is vouched for by its Ed25519 signature, whose
 public half is part of every role's measured configuration.
+
+The weights of a round are broadcast (broadcast.py): encrypted once under a fresh round key into one
+shared-memory segment, with each training enclave receiving the key and the ciphertext's digest in its
+ROUND_START over its own channel. The segment is unlinked when the round ends.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from siegecraft.enclave import broadcast, shm
 from siegecraft.enclave.attestation import AttestationBackend, Quote, QuoteVerifier, key_fingerprint
 from siegecraft.enclave.bundle import CodeBundle, sign_bundle
 from siegecraft.enclave.channel import PeerIdentity, SecureChannel
@@ -22,7 +27,7 @@ from siegecraft.enclave.roles.admin import OWNER_HELLO_DOMAIN, leaf_name
 from siegecraft.enclave.roles.base import ADMIN, HOST, OWNER, Endpoint, Message, peer_context
 from siegecraft.enclave.transport import Mailbox
 from siegecraft.enclave.tree import ROOT
-from siegecraft.enclave.wire import Envelope
+from siegecraft.enclave.wire import Envelope, pack
 
 
 class ModelOwner(Endpoint):
@@ -36,6 +41,8 @@ class ModelOwner(Endpoint):
         self.backend = backend
         self.admin_measurement = admin_measurement
         self.rejections: list[str] = []
+        self.session = b""
+        self.broadcasts: list[str] = []
 
     def on_rejected(self, env: Envelope, exc: CitadelError) -> None:
         super().on_rejected(env, exc)
@@ -61,7 +68,7 @@ class ModelOwner(Endpoint):
             raise AttestationError(f"{msg.meta.get('role')} exited before attestation completed")
         if msg.kind == "ATTESTATION_FAILED":
             raise AttestationError(f"attestation of {msg.meta['role']} failed: {msg.meta['reason']}")
-        session = bytes.fromhex(msg.meta["session"])
+        session = self.session = bytes.fromhex(msg.meta["session"])
         for data in msg.meta["peers"]:
             peer = PeerIdentity.from_dict(data)
             self.channels[peer.role] = SecureChannel(self.identity, self.key, peer, peer_context(session))
@@ -84,11 +91,22 @@ class ModelOwner(Endpoint):
         return counts
 
     def start_round(self, rnd: int, weights: np.ndarray, clients: list[int]) -> None:
-        """Tell the admin who takes part, then send each training enclave the encrypted weights."""
+        """Tell the admin who takes part, broadcast the encrypted weights, send each enclave its ticket."""
+        if self.mailbox.shm_prefix is None:
+            raise CitadelError("the model owner's mailbox has no shared-memory namespace for the broadcast")
         self.rejections.clear()
+        self.end_round()
         self.send(ADMIN, "ROUND_PLAN", {"rnd": rnd, "clients": clients})
+        ticket = broadcast.seal(pack({"rnd": rnd}, {"weights": weights}), session=self.session, rnd=rnd,
+                                sender=OWNER, prefix=self.mailbox.shm_prefix)
+        self.broadcasts.append(ticket.segment)
         for c in clients:
-            self.send(leaf_name(c), "ROUND_START", {"rnd": rnd}, {"weights": weights})
+            self.send(leaf_name(c), "ROUND_START", {"rnd": rnd, "broadcast": ticket.to_meta()})
+
+    def end_round(self) -> None:
+        """Unlink this round's broadcast segment (late readers then drop out, as if the host withheld it)."""
+        shm.unlink_all(self.broadcasts)
+        self.broadcasts.clear()
 
     def await_result(self, rnd: int, timeout: float) -> Message:
         """The root's RESULT for `rnd`; raises RoundAbortedError on abort, rejection, role loss or timeout."""

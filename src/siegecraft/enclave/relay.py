@@ -6,6 +6,11 @@ for tests, can run a `tamper` hook that drops, alters, duplicates or replays env
 a hostile host could do. When a role's pipe closes (the process died) it tells the admin and the
 model owner with a plaintext PEER_DOWN notice; trusting it costs nothing, since the host can always
 cause a dropout by withholding messages.
+
+Bulk bodies travel in shared-memory segments (shm.py) and the relay forwards only their reference
+frames, remembering every segment name it saw so that `close()` can unlink whatever a receiver never
+consumed. A recording relay stores the segment's bytes too (the host can read them), so the
+transcript shows everything a host sees. The tamper hook receives the frame as it is on the pipe.
 """
 
 from __future__ import annotations
@@ -18,14 +23,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
+from siegecraft.enclave import shm
 from siegecraft.enclave.errors import ChannelError
 from siegecraft.enclave.transport import POLL_S
-from siegecraft.enclave.wire import PLAINTEXT_SEQ, Envelope, pack
+from siegecraft.enclave.wire import PLAINTEXT_SEQ, BodyRef, Envelope, frame_header, pack
 
 log = logging.getLogger("siegecraft.enclave")
 
 HOST = "host"
-#: test hook: (parsed header with an empty body, raw envelope bytes) -> the byte strings to deliver instead
+MAX_TRACKED = 4096
+#: test hook: (parsed header with an empty body, raw frame bytes: an inline envelope or a reference frame)
+#: -> the byte strings to deliver instead
 Tamper = Callable[[Envelope, bytes], list[bytes]]
 
 
@@ -46,8 +54,10 @@ class Relay:
     """Routes raw envelopes between attached roles through per-role reader and writer threads."""
 
     def __init__(self, *, record: bool = False, tamper: Tamper | None = None,
-                 notify: tuple[str, ...] = ("admin", "owner")) -> None:
+                 notify: tuple[str, ...] = ("admin", "owner"), shm_prefix: str | None = None) -> None:
         self.record = record
+        self.shm_prefix = shm_prefix
+        self.segments: set[str] = set()
         self.tamper = tamper
         self.notify = notify
         self._writers: dict[str, queue.Queue[bytes | None]] = {}
@@ -89,14 +99,17 @@ class Relay:
             except (EOFError, OSError):
                 break
             try:
-                env, _ = Envelope.parse_header(data)
+                env, ref = frame_header(data)
             except ChannelError as exc:
                 log.warning("relay: dropped malformed bytes from %s: %s", role, exc)
                 continue
+            if ref is not None:
+                self._track(ref.segment)
             if self.record:
+                seen = data if ref is None else env.header_bytes() + self._peek(ref)
                 with self._lock:
                     self._transcript.append(TranscriptEntry(time.monotonic(), env.src, env.dst, env.kind,
-                                                            env.seq, len(data), data))
+                                                            env.seq, len(seen), seen))
             for item in self._tampered(env, data):
                 self._deliver(env.dst, item)
         self.down.add(role)
@@ -104,6 +117,28 @@ class Relay:
             for dst in self.notify:
                 if dst != role and dst not in self.down:
                     self.send_plaintext(dst, "PEER_DOWN", {"role": role})
+
+    def _track(self, segment: str) -> None:
+        """Remember a segment of this session for close(); forget consumed ones now and then."""
+        if self.shm_prefix is None:
+            return
+        try:
+            shm.check_name(segment, self.shm_prefix)
+        except ChannelError:
+            return
+        with self._lock:
+            self.segments.add(segment)
+            if len(self.segments) > MAX_TRACKED:
+                self.segments.intersection_update(shm.live(self.shm_prefix))
+
+    def _peek(self, ref: BodyRef) -> bytes:
+        """What the host reads in a referenced segment (empty if it is gone or not this session's)."""
+        if self.shm_prefix is None:
+            return b""
+        try:
+            return bytes(shm.read(ref.segment, ref.size, self.shm_prefix))
+        except ChannelError:
+            return b""
 
     def _tampered(self, env: Envelope, data: bytes) -> list[bytes]:
         if self.tamper is None:
@@ -143,3 +178,6 @@ class Relay:
         if not any(t.is_alive() for t in self._threads):
             for conn in self._conns:
                 conn.close()
+        with self._lock:
+            shm.unlink_all(self.segments)
+            self.segments.clear()

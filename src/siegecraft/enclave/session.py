@@ -21,6 +21,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from siegecraft.enclave import shm
 from siegecraft.enclave.attestation import EnclavePlatform, MockAttestationAuthority
 from siegecraft.enclave.bundle import CodeBundle
 from siegecraft.enclave.codec import FixedPointCodec
@@ -31,7 +32,7 @@ from siegecraft.enclave.relay import Relay, Tamper
 from siegecraft.enclave.roles.admin import leaf_name
 from siegecraft.enclave.roles.base import ADMIN, OWNER
 from siegecraft.enclave.roles.process import role_main
-from siegecraft.enclave.transport import Mailbox
+from siegecraft.enclave.transport import DEFAULT_BULK_THRESHOLD, Mailbox
 from siegecraft.enclave.tree import AggregationTree
 
 if TYPE_CHECKING:
@@ -67,6 +68,8 @@ class SessionConfig:
     audit_dir: str | None = None
     record_transcript: bool = False
     log_level: str = "WARNING"
+    #: sealed bodies of at least this many bytes cross through shared memory, not the relay's pipes (0: never)
+    bulk_threshold: int = DEFAULT_BULK_THRESHOLD
     #: test hook: role -> measurement its platform quotes instead of the real one (simulates altered code)
     measurement_overrides: dict[str, bytes] = field(default_factory=dict)
 
@@ -82,6 +85,8 @@ class SessionConfig:
             raise ValueError(f"layout must list positive tensor sizes, got {self.layout}")
         if self.round_timeout_s <= 0 or self.start_timeout_s <= 0:
             raise ValueError("timeouts must be positive")
+        if self.bulk_threshold < 0:
+            raise ValueError(f"bulk_threshold must be >= 0 (0 disables shared memory), got {self.bulk_threshold}")
         if self.mp_context not in ("spawn", "forkserver"):  # fork would copy the relay's threads and locks
             raise ValueError(f"mp_context must be 'spawn' or 'forkserver', got {self.mp_context!r}")
 
@@ -106,7 +111,9 @@ class CitadelSession:
         self.tree = AggregationTree.build([leaf_name(p.client_id) for p in config.parties], config.fanout)
         self.authority = MockAttestationAuthority.generate()
         self.owner_key = Ed25519PrivateKey.generate()
-        self.relay = Relay(record=config.record_transcript, tamper=tamper)
+        #: every shared-memory segment of this deployment is named <shm_prefix><random>; close() sweeps them
+        self.shm_prefix = shm.new_prefix()
+        self.relay = Relay(record=config.record_transcript, tamper=tamper, shm_prefix=self.shm_prefix)
         self.processes: dict[str, BaseProcess] = {}
         self.owner: ModelOwner | None = None
         self.num_samples: dict[int, int] = {}
@@ -144,11 +151,13 @@ class CitadelSession:
         self.measurements = {role: measure(kind, conf) for role, (kind, conf) in roles.items()}
         policy = {"allowed": {r: m.hex() for r, m in self.measurements.items() if r != ADMIN},
                   "leaves": list(self.tree.leaves), "fanout": cfg.fanout, "layout": list(cfg.layout)}
-        options = {"start_timeout_s": cfg.start_timeout_s, "audit_dir": cfg.audit_dir, "log_level": cfg.log_level}
+        options = {"start_timeout_s": cfg.start_timeout_s, "audit_dir": cfg.audit_dir, "log_level": cfg.log_level,
+                   "shm_prefix": self.shm_prefix, "bulk_threshold": cfg.bulk_threshold}
         try:
             owner_end, relay_end = ctx.Pipe()
             self.relay.attach(OWNER, relay_end)
-            self.owner = ModelOwner(Mailbox(owner_end, OWNER), self.authority.verifier(),
+            mailbox = Mailbox(owner_end, OWNER, shm_prefix=self.shm_prefix, bulk_threshold=cfg.bulk_threshold)
+            self.owner = ModelOwner(mailbox, self.authority.verifier(),
                                     self.measurements[ADMIN], self.owner_key)
             for role, (kind, conf) in roles.items():
                 platform = EnclavePlatform(self.authority, cfg.measurement_overrides.get(role, self.measurements[role]))
@@ -175,7 +184,8 @@ class CitadelSession:
         self.close()
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop every role (STOP, then terminate stragglers) and the relay. Safe to call twice."""
+        """Stop every role (STOP, then terminate stragglers) and the relay, unlink every shared-memory
+        segment of the deployment. Safe to call twice."""
         for role in self.processes:
             self.relay.send_plaintext(role, "STOP", {})
         deadline = time.monotonic() + timeout
@@ -191,8 +201,10 @@ class CitadelSession:
                 proc.join(1.0)
         self.relay.close()
         if self.owner is not None:
+            self.owner.end_round()
             self.owner.mailbox.close()
         self.processes.clear()
+        shm.sweep(self.shm_prefix)  # what a process that died mid-round created and nobody consumed
 
     # -- rounds --------------------------------------------------------------------------------
     def run_round(self, rnd: int, global_weights: np.ndarray, clients: list[int]) -> AggregateResult:
@@ -209,9 +221,12 @@ class CitadelSession:
             raise ValueError(f"global weights have {weights.size} values, the layout {sum(self.config.layout)}")
         self._last_round = rnd
         start = time.monotonic()
-        self.owner.start_round(rnd, weights, list(clients))
-        timeout = self.config.round_timeout_s * (len(clients) + 2) + 30.0
-        msg = self.owner.await_result(rnd, timeout)
+        try:
+            self.owner.start_round(rnd, weights, list(clients))
+            timeout = self.config.round_timeout_s * (len(clients) + 2) + 30.0
+            msg = self.owner.await_result(rnd, timeout)
+        finally:
+            self.owner.end_round()
         end = time.monotonic()
         meta = msg.meta
         survivors = sorted(int(c) for c in meta["counts"])

@@ -3,6 +3,12 @@
 A dedicated reader thread drains the pipe into an in-memory queue, so the relay never blocks on a
 role that is busy (training, summing), and raw bytes are parsed with `Envelope.from_bytes` - the
 transport never unpickles anything the host wrote.
+
+Sealed bodies of at least `bulk_threshold` bytes go through a fresh shared-memory segment (shm.py)
+and only a reference frame crosses the pipe; the receiving mailbox copies the segment into private
+memory, unlinks it and hands the channel the same ciphertext it would have read from the pipe. A
+segment that is missing or has the wrong size yields an empty body, which the channel then rejects
+like any other altered message (or drops as a replay, if its sequence number was already accepted).
 """
 
 from __future__ import annotations
@@ -12,11 +18,14 @@ import queue
 import threading
 from multiprocessing.connection import Connection
 
+from siegecraft.enclave import shm
 from siegecraft.enclave.errors import ChannelError, CitadelError
-from siegecraft.enclave.wire import Envelope
+from siegecraft.enclave.wire import REF_MAGIC, BodyRef, Envelope, frame_header, ref_frame
 
 log = logging.getLogger("siegecraft.enclave")
 POLL_S = 0.2
+#: sealed bodies this large or larger travel through shared memory (0 disables it)
+DEFAULT_BULK_THRESHOLD = 64 * 1024
 
 
 class RelayClosedError(CitadelError):
@@ -26,9 +35,12 @@ class RelayClosedError(CitadelError):
 class Mailbox:
     """Send envelopes to the relay and receive the envelopes it delivers to this role."""
 
-    def __init__(self, conn: Connection, name: str) -> None:
+    def __init__(self, conn: Connection, name: str, *, shm_prefix: str | None = None,
+                 bulk_threshold: int = DEFAULT_BULK_THRESHOLD) -> None:
         self.conn = conn
         self.name = name
+        self.shm_prefix = shm.check_prefix(shm_prefix) if shm_prefix else None
+        self.bulk_threshold = int(bulk_threshold) if shm_prefix and bulk_threshold > 0 else 0
         self._inbox: queue.Queue[bytes | None] = queue.Queue()
         self._send_lock = threading.Lock()
         self._closed = False
@@ -55,10 +67,20 @@ class Mailbox:
             self.conn.close()
 
     def send(self, env: Envelope) -> None:
+        """Send `env`; a large sealed body goes through a shared-memory segment (see the module doc)."""
+        segment = None
+        if self.bulk_threshold and env.sealed and len(env.body) >= self.bulk_threshold:
+            assert self.shm_prefix is not None
+            segment = shm.write(self.shm_prefix, env.body)
+            frame = ref_frame(env, BodyRef(segment, len(env.body)))
+        else:
+            frame = env.to_bytes()
         with self._send_lock:
             try:
-                self.conn.send_bytes(env.to_bytes())
+                self.conn.send_bytes(frame)
             except (BrokenPipeError, OSError) as exc:
+                if segment is not None:
+                    shm.unlink(segment)
                 raise RelayClosedError(f"{self.name}: relay pipe closed ({exc})") from None
 
     def receive(self, timeout: float | None) -> Envelope | None:
@@ -73,7 +95,25 @@ class Mailbox:
             self._closed = True
             raise RelayClosedError(f"{self.name}: relay pipe closed")
         try:
+            if data.startswith(REF_MAGIC):
+                return self._resolve(*frame_header(data))
             return Envelope.from_bytes(data)
         except ChannelError as exc:
             log.warning("%s: dropped malformed bytes from the relay: %s", self.name, exc)
             return None
+
+    def _resolve(self, env: Envelope, ref: BodyRef | None) -> Envelope:
+        """The envelope with its body copied out of (and the segment then unlinked from) shared memory."""
+        assert ref is not None
+        if self.shm_prefix is None:
+            raise ChannelError(f"{self.name}: reference frame received, but shared memory is not enabled")
+        body: bytes | bytearray = b""
+        try:
+            shm.check_name(ref.segment, self.shm_prefix)
+            try:
+                body = shm.read(ref.segment, ref.size, self.shm_prefix)
+            finally:
+                shm.unlink(ref.segment)
+        except shm.SegmentError as exc:
+            log.warning("%s: body of %s from %s unavailable: %s", self.name, env.kind, env.src, exc)
+        return Envelope(env.kind, env.src, env.dst, env.seq, body)

@@ -4,6 +4,11 @@ An envelope is `MAGIC | u32 header length | JSON header | body`. The header (kin
 sequence number) is public routing data; for sealed envelopes it is also the AES-GCM associated data,
 so the relay can read it but not change it. Payloads are JSON metadata plus raw numpy arrays - never
 pickle, because an enclave must not run code chosen by whoever wrote the bytes.
+
+A large sealed body may travel through a shared-memory segment instead (see shm.py): the pipe then
+carries a reference frame `REF_MAGIC | u32 length | JSON {segment, size} | envelope header`. The
+reference is public and unauthenticated, like the rest of the routing data; the body it points to is
+the same AES-GCM ciphertext, so a redirected, altered or truncated segment fails authentication.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import numpy as np
 from siegecraft.enclave.errors import ChannelError
 
 MAGIC = b"CTDL1"
+REF_MAGIC = b"CTDLR"
 PLAINTEXT_SEQ = -1
 ALLOWED_DTYPES = frozenset({"uint32", "uint64", "int64", "float32", "float64"})
 _U32 = struct.Struct(">I")
@@ -36,7 +42,7 @@ class Envelope:
     src: str
     dst: str
     seq: int
-    body: bytes
+    body: bytes | bytearray  # bytearray when it was copied out of a shared-memory segment
 
     @property
     def sealed(self) -> bool:
@@ -107,3 +113,38 @@ def unpack(payload: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         return dict(header["meta"]), arrays
     except (ValueError, KeyError, TypeError, struct.error) as exc:
         raise ChannelError(f"malformed payload: {exc}") from None
+
+
+@dataclass(frozen=True)
+class BodyRef:
+    """Where a sealed body that does not travel inline lives: a segment name and its exact size."""
+
+    segment: str
+    size: int
+
+
+def ref_frame(env: Envelope, ref: BodyRef) -> bytes:
+    """The pipe frame for `env` whose body is in segment `ref` (the body itself is not included)."""
+    head = canonical_json({"segment": ref.segment, "size": ref.size})
+    return REF_MAGIC + _U32.pack(len(head)) + head + env.header_bytes()
+
+
+def frame_header(data: bytes) -> tuple[Envelope, BodyRef | None]:
+    """The header-only envelope of a pipe frame, and its BodyRef if the body is in a segment.
+
+    Inline bodies are not copied (the relay routes on this); raises ChannelError if malformed.
+    """
+    if not data.startswith(REF_MAGIC):
+        return Envelope.parse_header(data)[0], None
+    try:
+        (length,) = _U32.unpack_from(data, len(REF_MAGIC))
+        start = len(REF_MAGIC) + 4
+        head = json.loads(data[start:start + length])
+        ref = BodyRef(str(head["segment"]), int(head["size"]))
+    except (ValueError, KeyError, TypeError, struct.error) as exc:
+        raise ChannelError(f"malformed reference frame: {exc}") from None
+    rest = data[start + length:]
+    env, end = Envelope.parse_header(rest)
+    if end != len(rest) or not env.sealed or ref.size <= 0:
+        raise ChannelError("malformed reference frame: trailing bytes, a plaintext envelope or a bad size")
+    return env, ref

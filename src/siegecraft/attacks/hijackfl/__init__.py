@@ -18,6 +18,7 @@ from siegecraft.attacks.hijackfl.cloaks import (
     BlendPatterns,
     ClassSampler,
     CloakSchedule,
+    CloakView,
     cloak_loss,
     search_cloaks,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "ClassSampler",
     "CloakOptions",
     "CloakSchedule",
+    "CloakView",
     "CloakedHijacker",
     "FeatureScale",
     "HijackAdversary",

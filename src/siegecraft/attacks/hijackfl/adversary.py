@@ -25,7 +25,7 @@ from siegecraft.attacks.hijackfl.anchors import (
     mean_anchors,
     synthetic_anchor_inputs,
 )
-from siegecraft.attacks.hijackfl.cloaks import CloakSchedule, search_cloaks
+from siegecraft.attacks.hijackfl.cloaks import CloakSchedule, CloakView, search_cloaks
 from siegecraft.attacks.hijackfl.evaluation import evaluate_hijacker
 from siegecraft.attacks.hijackfl.execution import CloakedHijacker, Hijacker
 from siegecraft.attacks.hijackfl.figures import loss_figure
@@ -36,7 +36,7 @@ from siegecraft.attacks.hijackfl.mapping import (
     prediction_counts,
 )
 from siegecraft.attacks.hijackfl.options import HijackFLOptions, HijackOptions
-from siegecraft.attacks.hijackfl.snapshot import Snapshot
+from siegecraft.attacks.hijackfl.snapshot import Snapshot, frozen_model
 from siegecraft.data import ImageDataset
 from siegecraft.models import SiegeModel
 from siegecraft.train import evaluate
@@ -169,10 +169,29 @@ class HijackAdversary(Adversary):
 
 
 class HijackFL(HijackAdversary):
-    """HijackFL: benign uploads; per-class feature-space cloaks learnt on the snapshot."""
+    """HijackFL: benign uploads; per-class feature-space cloaks learnt on the snapshot.
+
+    With `lookahead`, the cloaks are also fitted to the snapshot advanced by the attacker's own benign
+    update (its guess at the next global model, exact in expectation under IID FedAvg), so they need to
+    transfer less far to the final model.
+    """
 
     options_model = HijackFLOptions
     options: HijackFLOptions
+
+    def __init__(self, clients: list[int], options: HijackOptions) -> None:
+        super().__init__(clients, options)
+        self.ahead_weights: torch.Tensor | None = None
+
+    def client_update(
+        self, ctx: FederationContext, client_id: int, rnd: int, global_weights: torch.Tensor,
+        benign: Callable[[], ClientUpdate],
+    ) -> ClientUpdate:
+        if self.snapshot is None and rnd >= self.attack_round and self.options.lookahead:
+            update = benign()  # the same benign update the attacker uploads, computed once
+            self.ahead_weights = global_weights + ctx.exp.fl.server_lr * update.update
+            return super().client_update(ctx, client_id, rnd, global_weights, lambda: update)
+        return super().client_update(ctx, client_id, rnd, global_weights, benign)
 
     def build_hijacker(self, ctx: FederationContext, snapshot: SiegeModel, mapping: ClassMapping) -> Hijacker:
         assert self.data is not None
@@ -180,23 +199,35 @@ class HijackFL(HijackAdversary):
         own = self.attacker_data(ctx)
         classes = [*mapping.targets, mapping.negative]
         with self.stage("anchors"):
+            inputs = None
             if o.anchors == "synthetic":
                 inputs = synthetic_anchor_inputs(snapshot, classes, steps=o.anchor_steps, lr=o.anchor_lr,
                                                  seed=ctx.exp.seed)
-                anchors = batched_features(snapshot, inputs)
-                probs = snapshot.classifier(anchors).softmax(1)
+                probs = snapshot.classifier(batched_features(snapshot, inputs)).softmax(1)
                 self.notes["anchor_confidence"] = float(probs[torch.arange(len(classes)), classes].mean())
-            else:
-                anchors = mean_anchors(snapshot, own, classes)
-            scale = (FeatureScale.standardize(snapshot, own.x) if o.feature_norm == "standardize"
-                     else FeatureScale.identity(snapshot.feature_dim))
-            anchors = scale(anchors)
+            views = [self.view(snapshot, own, classes, inputs)]
+            if self.ahead_weights is not None:
+                views.append(self.view(frozen_model(ctx.model_factory, self.ahead_weights), own, classes, inputs))
         schedule = CloakSchedule(o.epochs, o.lr, o.batch_size, o.schedule, o.max_steps)
+        main = views[0]
+        sets, curves = [], []
         with self.stage("cloaks"):
-            cloaks, losses = search_cloaks(
-                snapshot, self.data.train, anchors[:-1], anchors[-1], alpha=o.alpha, beta=o.beta,
-                contrast=o.contrast, tau=o.contrast_tau, schedule=schedule, scale=scale, seed=ctx.exp.seed,
-            )
+            for r in range(o.cloak_sets):
+                cloaks, losses = search_cloaks(
+                    snapshot, self.data.train, main.targets, main.negative, alpha=o.alpha, beta=o.beta,
+                    contrast=o.contrast, tau=o.contrast_tau, schedule=schedule, scale=main.scale, shift=o.shift,
+                    extra_views=views[1:], seed=ctx.exp.seed + 1000 * r,
+                )
+                sets.append(cloaks)
+                curves.append(losses)
         if o.figures:
-            loss_figure(losses, ctx.figures_dir / "hijack_5_cloak_loss.png", "HijackFL cloak search")
-        return CloakedHijacker(mapping, cloaks, o.decoding)
+            loss_figure(curves[0], ctx.figures_dir / "hijack_5_cloak_loss.png", "HijackFL cloak search")
+        return CloakedHijacker(mapping, sets, o.decoding)
+
+    def view(self, model: SiegeModel, own: ImageDataset, classes: list[int], inputs: torch.Tensor | None) -> CloakView:
+        """`model` with its anchors: features of the synthetic anchor inputs, or its class means of features."""
+        anchors = batched_features(model, inputs) if inputs is not None else mean_anchors(model, own, classes)
+        scale = (FeatureScale.standardize(model, own.x) if self.options.feature_norm == "standardize"
+                 else FeatureScale.identity(model.feature_dim))
+        anchors = scale(anchors)
+        return CloakView(model, anchors[:-1], anchors[-1], scale)

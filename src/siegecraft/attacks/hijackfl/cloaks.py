@@ -17,7 +17,7 @@ cloak brings it to theirs). `contrast = 0` is the authors' loss.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -27,7 +27,7 @@ from siegecraft.attacks.hijackfl.anchors import FeatureScale
 from siegecraft.data import ImageDataset
 from siegecraft.models import SiegeModel
 
-__all__ = ["BlendPatterns", "ClassSampler", "CloakSchedule", "blend", "cloak_loss", "search_cloaks"]
+__all__ = ["BlendPatterns", "ClassSampler", "CloakSchedule", "CloakView", "blend", "cloak_loss", "search_cloaks"]
 
 
 @dataclass
@@ -100,10 +100,29 @@ class ClassSampler:
         neg = torch.stack([self._pick(p, n) for p in self.other])
         return pos, neg
 
+    def shifted(self, x: torch.Tensor, s: int) -> torch.Tensor:
+        """Each image of `x` translated by its own random offset of up to `s` pixels (zero fill)."""
+        if s <= 0:
+            return x
+        h, w = x.shape[-2:]
+        padded = F.pad(x, (s, s, s, s))
+        dy, dx = torch.randint(0, 2 * s + 1, (2, len(x)), generator=self.gen).tolist()
+        return torch.stack([padded[i, :, a:a + h, b:b + w] for i, (a, b) in enumerate(zip(dy, dx))])
+
     def balanced(self, m: int) -> tuple[torch.Tensor, torch.Tensor]:
         """`m` random samples of each class, [k * m, C, H, W] grouped by class, and their labels [k * m]."""
         labels = torch.arange(len(self.own)).repeat_interleave(m)
         return torch.cat([self._pick(p, m) for p in self.own]), labels
+
+
+@dataclass
+class CloakView:
+    """One model the cloaks are fitted to, with its anchors (already in the space of `scale`)."""
+
+    model: SiegeModel
+    targets: torch.Tensor
+    negative: torch.Tensor
+    scale: FeatureScale
 
 
 def cloak_loss(
@@ -137,6 +156,8 @@ def search_cloaks(
     tau: float = 1.0,
     schedule: CloakSchedule | None = None,
     scale: FeatureScale | None = None,
+    shift: int = 0,
+    extra_views: Sequence[CloakView] = (),
     seed: int = 0,
 ) -> tuple[BlendPatterns, list[float]]:
     """HijackFL's cloak search on the snapshot `model`; returns the cloaks and the loss per step.
@@ -144,7 +165,10 @@ def search_cloaks(
     `targets` [K, D] are the anchors of each hijacking class's mapped class, `negative` [D] the negative
     anchor; both are already in the (optionally standardised) space of `scale`. Each step draws
     round(batch_size / K) samples of every class and applies every cloak to all of them, so each cloak
-    sees about `batch_size` cloaked images per step (its own class and all the others).
+    sees about `batch_size` cloaked images per step (its own class and all the others). `shift` > 0
+    translates every drawn sample by up to that many pixels first, so a cloak cannot fit the exact
+    positions of a few hundred digits. `extra_views` are further models (with their own anchors) the
+    same cloaks must work on; the loss is the mean over the snapshot and them.
     """
     schedule = schedule or CloakSchedule()
     k = data.num_classes
@@ -156,15 +180,21 @@ def search_cloaks(
     steps = schedule.total_steps(per_class, m)
     opt, step_lr = schedule.optimizer([w], steps)
     sampler = ClassSampler(data, k, seed + 1)
-    model.eval()
+    views = [CloakView(model, targets, negative, scale), *extra_views]
+    for view in views:
+        view.model.eval()
     losses = []
     for _ in range(steps):
         x, labels = sampler.balanced(m)
+        x = sampler.shifted(x, shift)
         cloaked = blend(x[None], w[:, None], alpha).flatten(0, 1)  # [K * B, C, H, W]: cloak k, sample i
-        feats = scale(model.features(cloaked)).view(k, len(x), -1)
-        dist = (feats - targets[:, None]).norm(dim=-1)
-        dist_neg = (feats - negative).norm(dim=-1)
-        value = cloak_loss(dist, dist_neg, labels, beta=beta, contrast=contrast, tau=tau)
+        value = torch.zeros(())
+        for view in views:
+            feats = view.scale(view.model.features(cloaked)).view(k, len(x), -1)
+            dist = (feats - view.targets[:, None]).norm(dim=-1)
+            dist_neg = (feats - view.negative).norm(dim=-1)
+            value = value + cloak_loss(dist, dist_neg, labels, beta=beta, contrast=contrast, tau=tau)
+        value = value / len(views)
         opt.zero_grad(set_to_none=True)
         value.backward()
         opt.step()

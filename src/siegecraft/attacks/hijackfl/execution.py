@@ -8,6 +8,7 @@ the cloak whose mapped class is most probable; poisoning sends the raw input and
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 
 import torch
 
@@ -85,23 +86,35 @@ class CloakedHijacker(Hijacker):
 
     `decoding="mapped"` scores cloak k by the probability of its mapped class; `"top1"` keeps that score
     only when the mapped class is the query's top-1 prediction (falling back to `mapped` when no cloak's is).
+    With several cloak sets (independent searches), every set sends its K queries and the scores of the
+    sets are summed per class: an ensemble that evens out how much one search's random start matters.
     """
 
-    def __init__(self, mapping: ClassMapping, cloaks: BlendPatterns, decoding: str = "mapped") -> None:
+    def __init__(
+        self, mapping: ClassMapping, cloaks: BlendPatterns | Sequence[BlendPatterns], decoding: str = "mapped"
+    ) -> None:
         super().__init__(mapping)
-        if len(cloaks) != mapping.num_hijack:
-            raise ValueError(f"{len(cloaks)} cloaks for {mapping.num_hijack} hijacking classes")
-        self.cloaks = cloaks
+        self.sets = [cloaks] if isinstance(cloaks, BlendPatterns) else list(cloaks)
+        if not self.sets:
+            raise ValueError("at least one cloak set is needed")
+        for s in self.sets:
+            if len(s) != mapping.num_hijack:
+                raise ValueError(f"{len(s)} cloaks for {mapping.num_hijack} hijacking classes")
+        self.cloaks = self.sets[0]
         self.decoding = decoding
 
     def queries(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([self.cloaks.apply(x, k) for k in range(len(self.cloaks))])
+        return torch.stack([s.apply(x, k) for s in self.sets for k in range(len(s))])
 
     def own_query(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return torch.stack([self.cloaks.apply(xi, int(k)) for xi, k in zip(x, y)]) if len(x) else x
 
     def scores(self, probs: torch.Tensor) -> torch.Tensor:
-        """[B, K] score of each cloak for each input."""
+        """[B, K] score of each hijacking class for each input, summed over the cloak sets."""
+        k = len(self.cloaks)
+        return sum(self._set_scores(probs[i * k:(i + 1) * k]) for i in range(len(self.sets)))  # type: ignore[return-value]
+
+    def _set_scores(self, probs: torch.Tensor) -> torch.Tensor:
         k = len(self.cloaks)
         targets = torch.tensor(self.mapping.targets)
         mapped = probs[torch.arange(k), :, targets].T  # p(map(k) | x under cloak k)

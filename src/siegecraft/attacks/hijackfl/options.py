@@ -54,6 +54,15 @@ class HijackFLOptions(CloakOptions):
         "any other cloak brings it to theirs (feature distances as logits); 0 = the authors' loss",
     )
     contrast_tau: float = Field(1.0, gt=0, description="temperature of the K-way term's distance logits")
+    shift: int = Field(0, ge=0, le=8, description="random translation (pixels) of each hijacking sample during the cloak search")
+    cloak_sets: int = Field(
+        1, ge=1, le=8, description="independent cloak searches (different random starts and batches); execution "
+        "sums their scores per class (1 = the authors' single set)",
+    )
+    lookahead: bool = Field(
+        False, description="also fit the cloaks to the snapshot plus the attacker's own benign update (a guess at "
+        "the next global model)",
+    )
     anchors: Literal["synthetic", "mean"] = "synthetic"
     anchor_steps: int = Field(500, ge=1)
     anchor_lr: float = Field(5e-3, gt=0)

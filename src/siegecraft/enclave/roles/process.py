@@ -38,7 +38,8 @@ def role_main(kind: str, role_id: str, config: dict[str, Any], conn: Connection,
         os.environ[var] = "1"
     logging.basicConfig(level=options.get("log_level", "WARNING"),
                         format=f"%(asctime)s {role_id} %(levelname)s %(message)s")
-    mailbox = Mailbox(conn, role_id)
+    mailbox = Mailbox(conn, role_id, shm_prefix=options.get("shm_prefix"),
+                      bulk_threshold=int(options.get("bulk_threshold", 0)))
     role = _role_class(kind)(role_id, config, mailbox, platform, options)
     code = 0
     try:

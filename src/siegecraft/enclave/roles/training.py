@@ -1,6 +1,7 @@
 """The training enclave of one data owner: trains the model owner's code on local data, masks the update.
 
-It receives the model owner's signed bundle and each round's weights over its attested channel,
+It receives the model owner's signed bundle over its attested channel and each round's weights as a
+broadcast (broadcast.py: the ticket arrives on the channel, the ciphertext in shared memory),
 computes (local - global) with the bundle's trainer, multiplies it by its sample count and encodes
 it (READY to the admin), then adds the mask the admin issued for (round, attempt) and sends the
 masked vector to its parent aggregator. The encoded update stays inside this process, so a remask
@@ -19,11 +20,13 @@ from typing import Any
 
 import numpy as np
 
+from siegecraft.enclave import broadcast
 from siegecraft.enclave.bundle import Trainer, load_trainer, verify_bundle
 from siegecraft.enclave.codec import FixedPointCodec
 from siegecraft.enclave.errors import BundleError, CitadelError, MaskReuseError
 from siegecraft.enclave.masks import MaskDomain, MaskGrant, MaskLedger
 from siegecraft.enclave.roles.base import ADMIN, OWNER, EnclaveRole, Message
+from siegecraft.enclave.wire import unpack
 
 CRASH_EXIT_CODE = 17
 
@@ -67,7 +70,10 @@ class TrainingRole(EnclaveRole):
         if not msg.sealed:
             return
         if msg.kind == "ROUND_START" and msg.src == OWNER:
-            self._train(int(msg.meta["rnd"]), msg.arrays["weights"])
+            rnd = int(msg.meta["rnd"])
+            weights = self._open_broadcast(rnd, msg.meta)
+            if weights is not None:
+                self._train(rnd, weights)
         elif msg.kind == "MASK" and msg.src == ADMIN:
             self._mask(msg)
         elif msg.kind == "ABORT" and msg.src == ADMIN:
@@ -75,6 +81,25 @@ class TrainingRole(EnclaveRole):
                 self.pending_update = None
         else:
             self.audit("ignored", kind=msg.kind, src=msg.src)
+
+    def _open_broadcast(self, rnd: int, meta: dict[str, Any]) -> np.ndarray | None:
+        """The round's global weights from the owner's broadcast; None (after telling the admin) if refused."""
+        try:
+            ticket = broadcast.Ticket.from_meta(meta["broadcast"])
+            payload = broadcast.open_ticket(ticket, session=self.session, rnd=rnd, sender=OWNER,
+                                            prefix=str(self.options["shm_prefix"]))
+            inner, arrays = unpack(payload)
+            if int(inner["rnd"]) != rnd or "weights" not in arrays:
+                raise broadcast.BroadcastError(f"broadcast payload is for round {inner['rnd']}, not {rnd}")
+        except broadcast.BroadcastMissingError as exc:
+            self.audit("dropped", kind="ROUND_START", rnd=rnd, error=str(exc))
+            self.send(ADMIN, "READY", {"rnd": rnd, "ok": False, "reason": str(exc)})
+            return None
+        except (CitadelError, KeyError, TypeError, ValueError) as exc:
+            self.refuse(exc if isinstance(exc, CitadelError) else broadcast.BroadcastError(
+                f"malformed ROUND_START: {exc}"), kind="ROUND_START")
+            return None
+        return arrays["weights"]
 
     def _train(self, rnd: int, weights: np.ndarray) -> None:
         self._fault("train", rnd)
@@ -107,7 +132,7 @@ class TrainingRole(EnclaveRole):
         try:
             self.ledger.claim(rnd, attempt)
         except MaskReuseError as exc:
-            self.on_rejected_mask(exc)
+            self.refuse(exc)
             return
         self._fault("mask", rnd)
         domain = MaskDomain(self.session, rnd, attempt, self.id)
@@ -118,15 +143,17 @@ class TrainingRole(EnclaveRole):
         encoded = self.pending_update[1]
         mask = grant.materialize(layout, self.codec.modulus_bits)
         if mask.dtype != encoded.dtype or mask.shape != encoded.shape:
-            self.on_rejected_mask(CitadelError(f"mask {mask.dtype}{mask.shape} does not fit the update "
-                                                 f"{encoded.dtype}{encoded.shape}"))
+            self.refuse(CitadelError(f"mask {mask.dtype}{mask.shape} does not fit the update "
+                                     f"{encoded.dtype}{encoded.shape}"))
             return
-        masked = encoded + mask
+        # a freshly expanded mask is ours to overwrite; the encoded update is kept intact for a remask
+        masked = np.add(encoded, mask, out=mask if mask.flags.writeable else None)
         meta = {"rnd": rnd, "attempt": attempt, "counts": {str(self.client_id): self.num_samples},
                 "t_sent": time.monotonic()}
         self.send(self.parent, "MASKED", meta, {"v": masked})
         self.send(ADMIN, "SUBMITTED", {"rnd": rnd, "attempt": attempt})
 
-    def on_rejected_mask(self, exc: CitadelError) -> None:
-        self.audit("rejected", kind="MASK", error=str(exc))
+    def refuse(self, exc: CitadelError, kind: str = "MASK") -> None:
+        """Refuse a MASK or ROUND_START that authenticated on the channel but fails a later check: alert."""
+        self.audit("rejected", kind=kind, error=str(exc))
         self.send(ADMIN, "ALERT", {"reason": f"{self.id}: {exc}"})

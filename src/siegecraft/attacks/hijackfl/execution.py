@@ -112,7 +112,7 @@ class CloakedHijacker(Hijacker):
     def scores(self, probs: torch.Tensor) -> torch.Tensor:
         """[B, K] score of each hijacking class for each input, summed over the cloak sets."""
         k = len(self.cloaks)
-        return sum(self._set_scores(probs[i * k:(i + 1) * k]) for i in range(len(self.sets)))  # type: ignore[return-value]
+        return torch.stack([self._set_scores(probs[i * k:(i + 1) * k]) for i in range(len(self.sets))]).sum(0)
 
     def _set_scores(self, probs: torch.Tensor) -> torch.Tensor:
         k = len(self.cloaks)

@@ -31,6 +31,7 @@ class Host:
         self.refs: list[tuple[str, str]] = []
         self.saved: dict[str, bytes] = {}
         self.done: list[str] = []
+        self.held: list[str] = []  # senders whose message the host is holding back
 
     def __call__(self, env: Envelope, data: bytes) -> list[bytes]:
         _, ref = frame_header(data)
@@ -118,6 +119,31 @@ def test_tampered_broadcast_aborts_the_round(tmp_path: Path) -> None:
     assert isinstance(second, RoundAbortedError) and "digest does not match" in second.reason
     assert not isinstance(first, Exception) and not isinstance(third, Exception)  # next round is clean
     assert any(r["event"] == "rejected" and r["kind"] == "ROUND_START" for r in read_audit(tmp_path))
+
+
+def test_a_late_alert_about_an_aborted_round_does_not_abort_the_next(tmp_path: Path) -> None:
+    """Every party refuses a tampered broadcast; the host delays one party's alert into the next round."""
+    def delay(host: Host, env: Envelope, data: bytes) -> list[bytes]:
+        if env.kind == "ROUND_START" and host.round == 2 and not host.done:
+            name = host.broadcast_segment()
+            raw = bytearray(segment_bytes(name))
+            raw[len(raw) // 2] ^= 0x01
+            overwrite(name, bytes(raw))
+            host.done.append(name)
+        if env.kind == "ALERT" and host.round == 2 and not host.held:
+            host.held.append(env.src)  # hold the first alert; the others still abort round 2
+            host.saved["alert"] = data
+            return []
+        if env.kind == "READY" and host.round == 3 and "alert" in host.saved and env.src == host.held[0]:
+            return [host.saved.pop("alert"), data]  # the round-2 alert lands in round 3, in sequence order
+        return [data]
+
+    host = Host(delay)
+    first, second, third = run(host, [1, 2, 3], tmp_path)
+    assert host.held and "alert" not in host.saved  # the delayed alert was delivered in round 3
+    assert isinstance(second, RoundAbortedError)
+    assert not isinstance(first, Exception) and not isinstance(third, Exception), third
+    assert any(r["event"] == "stale_alert" and r.get("rnd") == 2 for r in read_audit(tmp_path))
 
 
 def test_truncated_broadcast_aborts_the_round() -> None:

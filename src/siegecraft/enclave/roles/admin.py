@@ -181,7 +181,12 @@ class AdminRole(EnclaveRole):
         elif msg.kind == "ROUND_PLAN" and msg.src == OWNER:
             self._plan(int(msg.meta["rnd"]), [int(c) for c in msg.meta["clients"]])
         elif msg.kind == "ALERT" and msg.sealed and self.state is not None and self.state.phase != "done":
-            self._abort(f"a protocol message was rejected: {msg.meta.get('reason')}")
+            # an alert about an earlier round (a late refusal of a broadcast that already aborted it) is
+            # history; one without a round (a channel-level rejection) concerns the current round
+            if int(msg.meta.get("rnd", self.state.rnd)) == self.state.rnd:
+                self._abort(f"a protocol message was rejected: {msg.meta.get('reason')}")
+            else:
+                self.audit("stale_alert", reason=str(msg.meta.get("reason")), rnd=msg.meta.get("rnd"))
         elif self.state is None or not msg.sealed or int(msg.meta.get("rnd", -1)) != self.state.rnd:
             self.audit("ignored", kind=msg.kind, src=msg.src)
         elif msg.kind == "READY" and msg.src in self.state.planned and self.state.phase == "train":

@@ -97,7 +97,7 @@ class TrainingRole(EnclaveRole):
             return None
         except (CitadelError, KeyError, TypeError, ValueError) as exc:
             self.refuse(exc if isinstance(exc, CitadelError) else broadcast.BroadcastError(
-                f"malformed ROUND_START: {exc}"), kind="ROUND_START")
+                f"malformed ROUND_START: {exc}"), kind="ROUND_START", rnd=rnd)
             return None
         return arrays["weights"]
 
@@ -132,7 +132,7 @@ class TrainingRole(EnclaveRole):
         try:
             self.ledger.claim(rnd, attempt)
         except MaskReuseError as exc:
-            self.refuse(exc)
+            self.refuse(exc, rnd=rnd)
             return
         self._fault("mask", rnd)
         domain = MaskDomain(self.session, rnd, attempt, self.id)
@@ -144,7 +144,7 @@ class TrainingRole(EnclaveRole):
         mask = grant.materialize(layout, self.codec.modulus_bits)
         if mask.dtype != encoded.dtype or mask.shape != encoded.shape:
             self.refuse(CitadelError(f"mask {mask.dtype}{mask.shape} does not fit the update "
-                                     f"{encoded.dtype}{encoded.shape}"))
+                                     f"{encoded.dtype}{encoded.shape}"), rnd=rnd)
             return
         # a freshly expanded mask is ours to overwrite; the encoded update is kept intact for a remask
         masked = np.add(encoded, mask, out=mask if mask.flags.writeable else None)
@@ -153,7 +153,10 @@ class TrainingRole(EnclaveRole):
         self.send(self.parent, "MASKED", meta, {"v": masked})
         self.send(ADMIN, "SUBMITTED", {"rnd": rnd, "attempt": attempt})
 
-    def refuse(self, exc: CitadelError, kind: str = "MASK") -> None:
-        """Refuse a MASK or ROUND_START that authenticated on the channel but fails a later check: alert."""
+    def refuse(self, exc: CitadelError, kind: str = "MASK", rnd: int | None = None) -> None:
+        """Refuse a MASK or ROUND_START that authenticated on the channel but fails a later check: alert.
+
+        The alert names its round, so one that arrives after the admin has moved on (several parties
+        refusing the same tampered broadcast) cannot abort the next round."""
         self.audit("rejected", kind=kind, error=str(exc))
-        self.send(ADMIN, "ALERT", {"reason": f"{self.id}: {exc}"})
+        self.send(ADMIN, "ALERT", {"reason": f"{self.id}: {exc}", **({"rnd": rnd} if rnd is not None else {})})

@@ -39,6 +39,15 @@ class Host:
             self.refs.append((env.kind, ref.segment))
         return self.attack(self, env, data) if self.attack else [data]
 
+    def flip_broadcast_once(self, env: Envelope, rnd: int) -> None:
+        """At the first ROUND_START of round `rnd`, flip one byte in the middle of the broadcast ciphertext."""
+        if env.kind == "ROUND_START" and self.round == rnd and not self.done:
+            name = self.broadcast_segment()
+            raw = bytearray(segment_bytes(name))
+            raw[len(raw) // 2] ^= 0x01
+            overwrite(name, bytes(raw))
+            self.done.append(name)
+
     def broadcast_segment(self) -> str:
         """While ROUND_STARTs are in flight, the only segment of the deployment is the broadcast."""
         live = shm.live(self.prefix)
@@ -106,12 +115,7 @@ def test_the_weights_broadcast_in_shared_memory_is_ciphertext() -> None:
 
 def test_tampered_broadcast_aborts_the_round(tmp_path: Path) -> None:
     def flip(host: Host, env: Envelope, data: bytes) -> list[bytes]:
-        if env.kind == "ROUND_START" and host.round == 2 and not host.done:
-            name = host.broadcast_segment()
-            raw = bytearray(segment_bytes(name))
-            raw[len(raw) // 2] ^= 0x01
-            overwrite(name, bytes(raw))
-            host.done.append(name)
+        host.flip_broadcast_once(env, rnd=2)
         return [data]
 
     host = Host(flip)
@@ -124,12 +128,7 @@ def test_tampered_broadcast_aborts_the_round(tmp_path: Path) -> None:
 def test_a_late_alert_about_an_aborted_round_does_not_abort_the_next(tmp_path: Path) -> None:
     """Every party refuses a tampered broadcast; the host delays one party's alert into the next round."""
     def delay(host: Host, env: Envelope, data: bytes) -> list[bytes]:
-        if env.kind == "ROUND_START" and host.round == 2 and not host.done:
-            name = host.broadcast_segment()
-            raw = bytearray(segment_bytes(name))
-            raw[len(raw) // 2] ^= 0x01
-            overwrite(name, bytes(raw))
-            host.done.append(name)
+        host.flip_broadcast_once(env, rnd=2)
         if env.kind == "ALERT" and host.round == 2 and not host.held:
             host.held.append(env.src)  # hold the first alert; the others still abort round 2
             host.saved["alert"] = data

@@ -210,18 +210,15 @@ class HijackFL(HijackAdversary):
                 views.append(self.view(frozen_model(ctx.model_factory, self.ahead_weights), own, classes, inputs))
         schedule = CloakSchedule(o.epochs, o.lr, o.batch_size, o.schedule, o.max_steps)
         main = views[0]
-        sets, curves = [], []
         with self.stage("cloaks"):
-            for r in range(o.cloak_sets):
-                cloaks, losses = search_cloaks(
-                    snapshot, self.data.train, main.targets, main.negative, alpha=o.alpha, beta=o.beta,
-                    contrast=o.contrast, tau=o.contrast_tau, schedule=schedule, scale=main.scale, shift=o.shift,
-                    extra_views=views[1:], seed=ctx.exp.seed + 1000 * r,
-                )
-                sets.append(cloaks)
-                curves.append(losses)
-        if o.figures:
-            loss_figure(curves[0], ctx.figures_dir / "hijack_5_cloak_loss.png", "HijackFL cloak search")
+            searches = [search_cloaks(
+                snapshot, self.data.train, main.targets, main.negative, alpha=o.alpha, beta=o.beta,
+                contrast=o.contrast, tau=o.contrast_tau, schedule=schedule, scale=main.scale, shift=o.shift,
+                extra_views=views[1:], seed=ctx.exp.seed + 1000 * r,
+            ) for r in range(o.cloak_sets)]
+        sets = [cloaks for cloaks, _ in searches]
+        if o.figures:  # the first set's loss curve
+            loss_figure(searches[0][1], ctx.figures_dir / "hijack_5_cloak_loss.png", "HijackFL cloak search")
         return CloakedHijacker(mapping, sets, o.decoding)
 
     def view(self, model: SiegeModel, own: ImageDataset, classes: list[int], inputs: torch.Tensor | None) -> CloakView:

@@ -303,7 +303,10 @@ def flower_peer(parties: int, dim: int, rounds: int) -> None:
 
     class RandomUpdateClient(NumPyClient):
         def fit(self, parameters: Any, config: Any) -> tuple[list[np.ndarray], int, dict]:
-            return [np.random.default_rng().uniform(-0.5, 0.5, dim).astype(np.float32)], 10, {}
+            # the same draw as our synthetic parties (workloads.synthetic_update, amplitude 0.5): float32 uniform
+            update = np.random.default_rng().random(dim, dtype=np.float32)
+            update -= np.float32(0.5)
+            return [update], 10, {}
 
     def client_fn(context: Context) -> Any:
         return RandomUpdateClient().to_client()

@@ -128,3 +128,24 @@ def test_mismatched_private_key_is_refused() -> None:
     ka, kb = X25519PrivateKey.generate(), X25519PrivateKey.generate()
     with pytest.raises(ChannelError, match="does not match"):
         SecureChannel(identity("a", ka), kb, identity("b", kb), CONTEXT)
+
+
+def test_seal_into_a_buffer_opens_like_seal_and_keeps_the_sequence(pair: tuple[SecureChannel, SecureChannel]) -> None:
+    a, b = pair
+    payload = bytearray(b"update bytes" * 100)
+    out = bytearray(a.sealed_size(len(payload)))
+    env = a.seal_into("MASKED", payload, memoryview(out))
+    assert env.body == b"" and env.seq == 0
+    sealed = Envelope(env.kind, env.src, env.dst, env.seq, bytes(out))
+    assert b.open(sealed) == payload
+    with pytest.raises(ReplayError):
+        b.open(sealed)
+    assert b.open(a.seal("NEXT", b"x")) == b"x"  # seal_into consumed sequence number 0
+    with pytest.raises(ValueError, match="needs"):
+        a.seal_into("MASKED", payload, memoryview(bytearray(len(payload))))
+    env2 = a.seal_into("MASKED", payload, memoryview(out))
+    out[5] ^= 1  # the host flips one bit of the body it relays
+    with pytest.raises(TamperedMessageError):
+        b.open(Envelope(env2.kind, env2.src, env2.dst, env2.seq, bytes(out)))
+    out[5] ^= 1
+    assert b.open(Envelope(env2.kind, env2.src, env2.dst, env2.seq, bytes(out))) == payload

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from siegecraft.enclave.codec import FixedPointCodec
+from siegecraft.enclave.codec import ENCODE_BLOCK, FixedPointCodec
 from siegecraft.enclave.errors import CodecError
 
 
@@ -104,3 +104,18 @@ def test_dtype_mismatch_is_refused() -> None:
         codec.decode(np.zeros(3, dtype=np.uint32))
     with pytest.raises(CodecError):
         codec.add(codec.zeros(3), np.zeros(3, dtype=np.uint32))
+
+
+@pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
+@pytest.mark.parametrize("size", [1, ENCODE_BLOCK - 1, ENCODE_BLOCK + 1, 3 * ENCODE_BLOCK + 5])
+def test_blockwise_encoding_equals_the_plain_formula(rounding: str, size: int) -> None:
+    codec = FixedPointCodec(clip=2.0, scale_bits=20, modulus_bits=64, rounding=rounding)
+    x = np.random.default_rng(size).normal(0, 2, size).astype(np.float32)
+    scaled = np.clip(x.astype(np.float64), -2.0, 2.0) * (7.0 * codec.scale)  # clip, weight, scale
+    if rounding == "nearest":
+        expected = np.rint(scaled)
+    else:
+        floor = np.floor(scaled)
+        expected = floor + (np.random.default_rng(5).random(size) < scaled - floor)
+    got = codec.encode(x, weight=7.0, rng=np.random.default_rng(5))
+    np.testing.assert_array_equal(got.view(np.int64), expected.astype(np.int64))

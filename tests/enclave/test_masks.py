@@ -127,3 +127,31 @@ def test_a_single_party_round_is_refused() -> None:
 def test_bad_seed_length_is_refused() -> None:
     with pytest.raises(ValueError, match="32 bytes"):
         expand_mask(b"short", MaskDomain(b"s", 1, 0, "p"), [4], 64)
+
+
+@pytest.mark.parametrize("bits", [32, 64])
+def test_mask_into_adds_the_same_mask_without_copies(bits: int) -> None:
+    codec = FixedPointCodec(8.0, 16, bits)
+    encoded = codec.encode(np.random.default_rng(0).uniform(-1, 1, sum(LAYOUT)))
+    grants = ZeroSumMaskIssuer(b"s" * 16, LAYOUT, bits).issue(1, 0, PARTIES[:3])
+    for grant in grants.values():  # two seed grants and the last party's correction
+        out = np.empty_like(encoded)
+        grant.mask_into(encoded, LAYOUT, bits, out=out)
+        np.testing.assert_array_equal(out, encoded + grant.materialize(LAYOUT, bits))
+    seed_grant, last = grants[PARTIES[0]], grants[PARTIES[2]]
+    with pytest.raises(ValueError, match="does not fit"):
+        seed_grant.mask_into(encoded[:-1], LAYOUT, bits, out=np.empty_like(encoded[:-1]))
+    short = MaskGrant(last.domain, correction=last.correction[:-1])  # type: ignore[index]
+    with pytest.raises(ValueError, match="does not fit"):
+        short.mask_into(encoded, LAYOUT, bits, out=np.empty_like(encoded))
+    with pytest.raises(ValueError, match="writable contiguous"):
+        expand_mask(fresh_seed(), seed_grant.domain, LAYOUT, bits, out=np.empty(sum(LAYOUT), np.float64))
+
+
+def test_expand_mask_into_a_buffer_matches_and_spans_several_zero_blocks() -> None:
+    domain = MaskDomain(b"s" * 16, 1, 0, "te-0")
+    seed, layout = fresh_seed(), [70_000, 3, 1]  # 560 KB of keystream: more than one zero block
+    out = np.zeros(sum(layout), np.uint64)
+    expand_mask(seed, domain, layout, 64, out=out)
+    np.testing.assert_array_equal(out, expand_mask(seed, domain, layout, 64))
+    assert byte_uniformity_p(out) > UNIFORM_ALPHA  # every chunk is keystream: no zero block leaks through

@@ -141,6 +141,30 @@ def test_large_sealed_bodies_cross_through_shared_memory(wire: Wire, prefix: str
     assert rx.open_message(wire.deliver(small))[0] == {"rnd": 1}
 
 
+def test_send_sealed_encrypts_bulk_bodies_via_the_scratch_buffer(wire: Wire, prefix: str) -> None:
+    tx, rx = channel_pair()
+    frames = []
+    for rnd, fill in ((1, 1), (2, 2)):  # the second message reuses (and overwrites) the sender's scratch
+        wire.sender.send_sealed(tx, "MASKED", pack({"rnd": rnd}, {"v": np.full(20_000, fill, dtype=np.uint64)}))
+        frames.append(wire.out_host.recv_bytes())
+    for rnd, frame in enumerate(frames, start=1):
+        header, ref = frame_header(frame)
+        assert ref is not None and header.seq == rnd - 1
+        meta, arrays = rx.open_message(wire.deliver(frame))
+        assert meta == {"rnd": rnd} and (arrays["v"] == rnd).all()
+    wire.sender.send_sealed(tx, "READY", pack({"rnd": 3}))
+    small = wire.out_host.recv_bytes()
+    assert frame_header(small)[1] is None  # small bodies stay inline
+    assert rx.open_message(wire.deliver(small))[0] == {"rnd": 3}
+    wire.sender.send_sealed(tx, "MASKED", pack({"rnd": 4}, {"v": np.ones(20_000, dtype=np.uint64)}))
+    _, ref = frame_header(frame := wire.out_host.recv_bytes())
+    assert ref is not None
+    flip_byte(ref.segment, 1_000)  # the host alters the segment the scratch buffer was copied into
+    with pytest.raises(TamperedMessageError):
+        rx.open(wire.deliver(frame))
+    assert shm.live(prefix) == []
+
+
 def test_altered_truncated_or_missing_segments_fail_authentication(wire: Wire, prefix: str) -> None:
     tx, rx = channel_pair()
     payload = {"v": np.ones(10_000, dtype=np.uint64)}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from siegecraft.enclave.errors import ChannelError
-from siegecraft.enclave.wire import Envelope, pack, unpack
+from siegecraft.enclave.wire import Envelope, pack, payload_buffer, unpack
 
 
 def test_payload_round_trip() -> None:
@@ -44,3 +44,16 @@ def test_malformed_payloads_are_refused() -> None:
 def test_object_arrays_are_refused() -> None:
     with pytest.raises(TypeError, match="dtype"):
         pack({}, {"v": np.array([object()])})
+
+
+def test_payload_buffer_filled_in_place_equals_pack() -> None:
+    meta = {"rnd": 2, "attempt": 0}
+    v, w = np.arange(7, dtype=np.uint64), np.linspace(-1, 1, 4, dtype=np.float32)
+    buf, views = payload_buffer(meta, {"v": ("uint64", v.size), "w": ("float32", w.size)})
+    views["v"][:] = v
+    views["w"][:] = w
+    assert bytes(buf) == pack(meta, {"v": v, "w": w})
+    _, out = unpack(buf)
+    assert out["v"].flags.writeable  # a bytearray payload unpacks to writable views
+    with pytest.raises(TypeError, match="dtype"):
+        payload_buffer(meta, {"o": ("object", 3)})

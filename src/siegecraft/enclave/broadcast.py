@@ -31,6 +31,7 @@ from siegecraft.enclave.errors import ChannelError
 _DOMAIN = b"citadel/broadcast/v1\0"
 KEY_BYTES = 32
 NONCE_BYTES = 12
+TAG_BYTES = 16
 
 
 class BroadcastError(ChannelError):
@@ -81,8 +82,9 @@ def seal(payload: bytes, *, session: bytes, rnd: int, sender: str, prefix: str) 
     return Ticket(shm.write(prefix, ciphertext), len(ciphertext), key, nonce, digest)
 
 
-def open_ticket(ticket: Ticket, *, session: bytes, rnd: int, sender: str, prefix: str) -> bytes:
-    """The payload of the broadcast `ticket` (received from `sender` on its channel); raises BroadcastError."""
+def open_ticket(ticket: Ticket, *, session: bytes, rnd: int, sender: str, prefix: str) -> bytearray:
+    """The payload of the broadcast `ticket` (received from `sender` on its channel), in a private,
+    writable buffer; raises BroadcastError."""
     try:
         ciphertext = shm.read(ticket.segment, ticket.size, prefix)
     except shm.SegmentMissingError as exc:
@@ -92,8 +94,12 @@ def open_ticket(ticket: Ticket, *, session: bytes, rnd: int, sender: str, prefix
     if not hmac.compare_digest(hashlib.sha256(ciphertext).digest(), ticket.digest):
         raise BroadcastError(f"broadcast of round {rnd} from {sender!r}: the segment's digest does not match the "
                              "ticket (the ciphertext was altered or replaced)")
+    if len(ciphertext) < TAG_BYTES:
+        raise BroadcastError(f"broadcast of round {rnd} from {sender!r}: shorter than an authentication tag")
+    payload = bytearray(len(ciphertext) - TAG_BYTES)
     try:
-        return AESGCM(ticket.key).decrypt(ticket.nonce, ciphertext, associated_data(session, rnd, sender))
+        AESGCM(ticket.key).decrypt_into(ticket.nonce, ciphertext, associated_data(session, rnd, sender), payload)
+        return payload
     except InvalidTag:
         raise BroadcastError(f"broadcast of round {rnd} from {sender!r}: authentication failed (wrong round, "
                              "session or sender)") from None

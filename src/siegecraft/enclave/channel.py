@@ -30,6 +30,7 @@ from siegecraft.enclave.wire import Envelope, pack, unpack
 
 _TRANSCRIPT_DOMAIN = b"citadel/transcript/v1\0"
 _KEY_DOMAIN = b"citadel/channel/v1\0"
+TAG_BYTES = 16  # AES-GCM authentication tag
 
 
 def public_bytes(key: X25519PrivateKey) -> bytes:
@@ -92,13 +93,28 @@ class SecureChannel:
         self._send_seq = 0
         self._recv_seq = 0
 
-    def seal(self, kind: str, payload: bytes) -> Envelope:
+    def seal(self, kind: str, payload: bytes | bytearray) -> Envelope:
         """Encrypt `payload` as the next message from local to peer."""
         env = Envelope(kind, self.local.role, self.peer.role, self._send_seq, b"")
         nonce = _nonce(env.src, env.dst, env.seq)
         body = self._send.encrypt(nonce, payload, env.header_bytes())
         self._send_seq += 1
         return Envelope(env.kind, env.src, env.dst, env.seq, body)
+
+    def seal_into(self, kind: str, payload: bytes | bytearray, out: memoryview) -> Envelope:
+        """Like `seal`, but the body (exactly `sealed_size(len(payload))` bytes) is written into `out`;
+        returns the envelope's header with an empty body."""
+        if out.nbytes != self.sealed_size(len(payload)):
+            raise ValueError(f"sealed body needs {self.sealed_size(len(payload))} bytes, the buffer has {out.nbytes}")
+        env = Envelope(kind, self.local.role, self.peer.role, self._send_seq, b"")
+        self._send.encrypt_into(_nonce(env.src, env.dst, env.seq), payload, env.header_bytes(), out)
+        self._send_seq += 1
+        return env
+
+    @staticmethod
+    def sealed_size(payload_size: int) -> int:
+        """Bytes of a sealed body: the payload plus AES-GCM's 16-byte tag."""
+        return payload_size + TAG_BYTES
 
     def open(self, env: Envelope) -> bytes:
         """Authenticate and decrypt the next message from the peer; raise ChannelError otherwise."""

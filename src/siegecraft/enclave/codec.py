@@ -23,6 +23,8 @@ from siegecraft.enclave.errors import CodecError
 Rounding = Literal["nearest", "stochastic"]
 _UNSIGNED = {32: np.uint32, 64: np.uint64}
 _SIGNED = {32: np.int32, 64: np.int64}
+#: elements encoded per block (the float64 scratch, 512 KiB, stays in cache)
+ENCODE_BLOCK = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -93,18 +95,30 @@ class FixedPointCodec:
         self.check_capacity(weight)
         if self.rounding == "stochastic" and rng is None:
             raise CodecError("stochastic rounding needs a seeded numpy Generator (rng=...)")
-        scaled = np.array(x, dtype=np.float64)  # a private copy, transformed in place below
-        if not np.isfinite(scaled).all():
+        x = np.asarray(x)
+        if not np.isfinite(x).all():  # checked in the input's own dtype (half the bytes for float32)
             raise CodecError("cannot encode NaN or infinite values")
-        np.clip(scaled, -self.clip, self.clip, out=scaled)
-        scaled *= float(weight) * self.scale
-        if self.rounding == "nearest":
-            np.rint(scaled, out=scaled)
-        else:
-            assert rng is not None
-            floor = np.floor(scaled)
-            scaled = floor + (rng.random(scaled.shape) < (scaled - floor))
-        return scaled.astype(_SIGNED[self.modulus_bits]).view(self.dtype)
+        # Scaling first and clipping to the scaled bound gives the same float64 values as clipping first
+        # (multiplying by a positive constant is monotone under rounding). Working block by block keeps
+        # the float64 intermediate in cache: only the input is read and the integers written.
+        factor = float(weight) * self.scale
+        bound = self.clip * factor
+        flat = x.reshape(-1)
+        out = np.empty(flat.size, dtype=_SIGNED[self.modulus_bits])
+        scratch = np.empty(min(ENCODE_BLOCK, flat.size), dtype=np.float64)
+        for start in range(0, flat.size, ENCODE_BLOCK):
+            block = flat[start:start + ENCODE_BLOCK]
+            scaled = scratch[:block.size]
+            np.multiply(block, factor, out=scaled, dtype=np.float64)
+            np.clip(scaled, -bound, bound, out=scaled)
+            target = out[start:start + block.size]
+            if self.rounding == "nearest":
+                np.rint(scaled, out=target, casting="unsafe")  # round and convert in one pass
+            else:
+                assert rng is not None  # draws continue the same stream block by block
+                floor = np.floor(scaled)
+                np.add(floor, rng.random(block.size) < (scaled - floor), out=target, casting="unsafe")
+        return out.reshape(x.shape).view(self.dtype)
 
     def decode(self, y: np.ndarray, *, weight: float = 1.0) -> np.ndarray:
         """Signed value of each integer (centred mod M), divided by scale and `weight`; float64."""

@@ -28,6 +28,8 @@ from siegecraft.enclave.errors import MaskReuseError
 
 SEED_BYTES = 32
 _ZERO_IV = bytes(16)
+#: keystream = AES-CTR over zeros; the zeros come from this one cache-sized block, chunk by chunk
+_ZEROS = memoryview(bytes(1 << 18))
 
 
 def fresh_seed() -> bytes:
@@ -53,8 +55,10 @@ class MaskDomain:
         ])
 
 
-def expand_mask(seed: bytes, domain: MaskDomain, layout: Sequence[int], modulus_bits: int) -> np.ndarray:
-    """Deterministic uniform integers mod 2^modulus_bits for every tensor in `layout`, concatenated.
+def expand_mask(seed: bytes, domain: MaskDomain, layout: Sequence[int], modulus_bits: int,
+                out: np.ndarray | None = None) -> np.ndarray:
+    """Deterministic uniform integers mod 2^modulus_bits for every tensor in `layout`, concatenated
+    (written into `out` when given: a contiguous vector of the modulus's dtype and the layout's size).
 
     The AES key of tensor t is HMAC-SHA256(seed, domain label of t): a PRF keyed by the secret seed,
     so keystreams of different rounds, attempts, parties and tensors are independent.
@@ -62,13 +66,20 @@ def expand_mask(seed: bytes, domain: MaskDomain, layout: Sequence[int], modulus_
     if len(seed) != SEED_BYTES:
         raise ValueError(f"mask seeds must be {SEED_BYTES} bytes, got {len(seed)}")
     dtype = np.dtype(np.uint64 if modulus_bits == 64 else np.uint32)
-    out = np.empty(int(sum(layout)), dtype=dtype)
+    total = int(sum(layout))
+    if out is None:
+        out = np.empty(total, dtype=dtype)
+    elif out.dtype != dtype or out.shape != (total,) or not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError(f"mask output must be a writable contiguous {dtype.name}[{total}], got {out.dtype}{out.shape}")
     offset = 0
     for tensor, size in enumerate(layout):
         key = hmac.new(seed, domain.tensor_label(tensor, modulus_bits), hashlib.sha256).digest()
-        # keystream = AES-CTR encryption of zeros, written straight into the output (no intermediate copy)
-        window = out[offset:offset + size].view(np.uint8)
-        Cipher(algorithms.AES(key), modes.CTR(_ZERO_IV)).encryptor().update_into(bytes(window.size), window)
+        # keystream = AES-CTR encryption of zeros, written straight into the output
+        window = memoryview(out[offset:offset + size].view(np.uint8))
+        stream = Cipher(algorithms.AES(key), modes.CTR(_ZERO_IV)).encryptor()
+        for start in range(0, window.nbytes, len(_ZEROS)):
+            chunk = window[start:start + len(_ZEROS)]
+            stream.update_into(_ZEROS[:chunk.nbytes], chunk)
         offset += size
     return out
 
@@ -94,6 +105,22 @@ class MaskGrant:
             raise ValueError(f"correction has {self.correction.size} entries, layout needs {sum(layout)}")
         return self.correction
 
+    def mask_into(self, encoded: np.ndarray, layout: Sequence[int], modulus_bits: int, out: np.ndarray) -> np.ndarray:
+        """out = encoded + this mask (mod M), expanding the keystream straight into `out`; returns `out`.
+
+        Raises ValueError when the mask cannot fit `encoded` (a malformed correction or layout)."""
+        dtype = np.dtype(np.uint64 if modulus_bits == 64 else np.uint32)
+        if encoded.dtype != dtype or encoded.ndim != 1 or encoded.size != sum(layout):
+            raise ValueError(f"mask {dtype.name}[{sum(layout)}] does not fit the update {encoded.dtype}{encoded.shape}")
+        if self.seed is not None:
+            expand_mask(self.seed, self.domain, layout, modulus_bits, out=out)
+            return np.add(out, encoded, out=out)
+        assert self.correction is not None
+        if self.correction.dtype != dtype or self.correction.shape != encoded.shape:
+            raise ValueError(f"correction {self.correction.dtype}{self.correction.shape} does not fit the update "
+                             f"{encoded.dtype}{encoded.shape}")
+        return np.add(encoded, self.correction, out=out)
+
 
 class ZeroSumMaskIssuer:
     """The admin's side: draws the masks of one round attempt and refuses to ever re-issue them."""
@@ -117,12 +144,15 @@ class ZeroSumMaskIssuer:
                                  "a mask is never issued twice")
         self._issued.update((rnd, attempt, p) for p in parties)
         grants: dict[str, MaskGrant] = {}
-        correction = np.zeros(sum(self.layout), dtype=np.uint64 if self.modulus_bits == 64 else np.uint32)
+        dtype = np.uint64 if self.modulus_bits == 64 else np.uint32
+        correction = np.zeros(sum(self.layout), dtype=dtype)
+        scratch = np.empty_like(correction)  # every other party's mask is expanded here in turn
         for party in parties[:-1]:
             domain = MaskDomain(self.session, rnd, attempt, party)
-            grant = MaskGrant(domain, seed=fresh_seed())
-            np.subtract(correction, grant.materialize(self.layout, self.modulus_bits), out=correction)
-            grants[party] = grant
+            seed = fresh_seed()
+            expand_mask(seed, domain, self.layout, self.modulus_bits, out=scratch)
+            np.subtract(correction, scratch, out=correction)
+            grants[party] = MaskGrant(domain, seed=seed)
         last = parties[-1]
         grants[last] = MaskGrant(MaskDomain(self.session, rnd, attempt, last), correction=correction)
         return grants

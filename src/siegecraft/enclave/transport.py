@@ -19,6 +19,7 @@ import threading
 from multiprocessing.connection import Connection
 
 from siegecraft.enclave import shm
+from siegecraft.enclave.channel import SecureChannel
 from siegecraft.enclave.errors import ChannelError, CitadelError
 from siegecraft.enclave.wire import REF_MAGIC, BodyRef, Envelope, frame_header, ref_frame
 
@@ -43,6 +44,8 @@ class Mailbox:
         self.bulk_threshold = int(bulk_threshold) if shm_prefix and bulk_threshold > 0 else 0
         self._inbox: queue.Queue[bytes | None] = queue.Queue()
         self._send_lock = threading.Lock()
+        self._scratch = bytearray()  # sealed bulk bodies are built here, then copied into their segment
+        self._scratch_lock = threading.Lock()
         self._closed = False
         self._stop = threading.Event()
         self._reader = threading.Thread(target=self._read, name=f"mailbox-{name}", daemon=True)
@@ -75,6 +78,26 @@ class Mailbox:
             frame = ref_frame(env, BodyRef(segment, len(env.body)))
         else:
             frame = env.to_bytes()
+        self._send_frame(frame, segment)
+
+    def send_sealed(self, channel: SecureChannel, kind: str, payload: bytes | bytearray) -> None:
+        """Seal `payload` on `channel` and send it. A bulk body is encrypted into this mailbox's reusable
+        scratch buffer and written from there into its segment: no fresh multi-megabyte allocation (and
+        its page faults) per message. A small one travels inline, exactly as `send` would send it."""
+        size = channel.sealed_size(len(payload))
+        if not (self.bulk_threshold and size >= self.bulk_threshold):
+            self.send(channel.seal(kind, payload))
+            return
+        assert self.shm_prefix is not None
+        with self._scratch_lock:
+            if len(self._scratch) < size:
+                self._scratch = bytearray(size)
+            with memoryview(self._scratch)[:size] as body:
+                env = channel.seal_into(kind, payload, body)
+                segment = shm.write(self.shm_prefix, body)
+        self._send_frame(ref_frame(env, BodyRef(segment, size)), segment)
+
+    def _send_frame(self, frame: bytes, segment: str | None) -> None:
         with self._send_lock:
             try:
                 self.conn.send_bytes(frame)

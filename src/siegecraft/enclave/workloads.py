@@ -14,10 +14,17 @@ SYNTHETIC_ENTRYPOINT = "siegecraft.enclave.workloads:synthetic_trainer"
 
 
 def synthetic_update(data: dict[str, Any], rnd: int, global_weights: np.ndarray) -> np.ndarray:
-    """The update of a synthetic data owner: uniform noise of amplitude `amplitude` plus a pull to zero."""
+    """The update of a synthetic data owner: uniform noise in [-amplitude, amplitude) plus a pull to zero.
+
+    Computed in float32 (a model update's precision) with one random draw and in-place arithmetic, so a
+    benchmark's per-party cost is the protocol's, not the stand-in trainer's."""
     rng = np.random.default_rng([int(data["seed"]), int(rnd)])
-    noise = rng.uniform(-1.0, 1.0, size=global_weights.shape) * float(data.get("amplitude", 1.0))
-    return (noise - 0.1 * global_weights.astype(np.float64)).astype(np.float32)
+    amplitude = float(data.get("amplitude", 1.0))
+    update = rng.random(global_weights.shape, dtype=np.float32)
+    update *= np.float32(2.0 * amplitude)
+    update -= np.float32(amplitude)
+    update -= np.float32(0.1) * np.asarray(global_weights, dtype=np.float32)
+    return update
 
 
 class SyntheticTrainer:

@@ -77,7 +77,11 @@ class Endpoint:
     # -- sending ---------------------------------------------------------------------------
     def send(self, dst: str, kind: str, meta: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> None:
         """Seal and send on the channel to `dst`."""
-        self.mailbox.send(self.channels[dst].seal_message(kind, meta, arrays))
+        self.mailbox.send_sealed(self.channels[dst], kind, pack(meta, arrays))
+
+    def send_payload(self, dst: str, kind: str, payload: bytearray) -> None:
+        """Seal and send a payload the caller built in place (`wire.payload_buffer`)."""
+        self.mailbox.send_sealed(self.channels[dst], kind, payload)
 
     def send_plain(self, dst: str, kind: str, meta: dict[str, Any]) -> None:
         """Send a public handshake message (its content is signed or quoted, never secret)."""

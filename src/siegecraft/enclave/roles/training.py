@@ -26,7 +26,7 @@ from siegecraft.enclave.codec import FixedPointCodec
 from siegecraft.enclave.errors import BundleError, CitadelError, MaskReuseError
 from siegecraft.enclave.masks import MaskDomain, MaskGrant, MaskLedger
 from siegecraft.enclave.roles.base import ADMIN, OWNER, EnclaveRole, Message
-from siegecraft.enclave.wire import unpack
+from siegecraft.enclave.wire import payload_buffer, unpack
 
 CRASH_EXIT_CODE = 17
 
@@ -108,7 +108,8 @@ class TrainingRole(EnclaveRole):
             return
         start = time.monotonic()
         try:
-            delta = np.asarray(self.trainer.update(rnd, np.array(weights, copy=True)))
+            # `weights` views this round's privately decrypted broadcast: the trainer may keep or change it
+            delta = np.asarray(self.trainer.update(rnd, weights))
         except Exception as exc:  # noqa: BLE001 - any failure of the model owner's code is a dropout
             self.pending_update = None
             self.audit("training_failed", rnd=rnd, error=f"{type(exc).__name__}: {exc}")
@@ -141,16 +142,18 @@ class TrainingRole(EnclaveRole):
             domain, correction=msg.arrays["correction"])
         layout = [int(s) for s in msg.meta["layout"]]
         encoded = self.pending_update[1]
-        mask = grant.materialize(layout, self.codec.modulus_bits)
-        if mask.dtype != encoded.dtype or mask.shape != encoded.shape:
-            self.refuse(CitadelError(f"mask {mask.dtype}{mask.shape} does not fit the update "
-                                     f"{encoded.dtype}{encoded.shape}"), rnd=rnd)
-            return
-        # a freshly expanded mask is ours to overwrite; the encoded update is kept intact for a remask
-        masked = np.add(encoded, mask, out=mask if mask.flags.writeable else None)
         meta = {"rnd": rnd, "attempt": attempt, "counts": {str(self.client_id): self.num_samples},
                 "t_sent": time.monotonic()}
-        self.send(self.parent, "MASKED", meta, {"v": masked})
+        # the masked vector is computed straight into the payload that gets sealed (no copies of it);
+        # the encoded update itself stays intact for a remask
+        payload, views = payload_buffer(meta, {"v": (encoded.dtype.name, encoded.size)})
+        try:
+            grant.mask_into(encoded, layout, self.codec.modulus_bits, out=views["v"])
+        except ValueError as exc:
+            self.refuse(CitadelError(str(exc)), rnd=rnd)
+            return
+        del views
+        self.send_payload(self.parent, "MASKED", payload)
         self.send(ADMIN, "SUBMITTED", {"rnd": rnd, "attempt": attempt})
 
     def refuse(self, exc: CitadelError, kind: str = "MASK", rnd: int | None = None) -> None:

@@ -120,7 +120,7 @@ def test_tampered_broadcast_aborts_the_round(tmp_path: Path) -> None:
 
     host = Host(flip)
     first, second, third = run(host, [1, 2, 3], tmp_path)
-    assert isinstance(second, RoundAbortedError) and "digest does not match" in second.reason
+    assert isinstance(second, RoundAbortedError) and "tag does not match" in second.reason
     assert not isinstance(first, Exception) and not isinstance(third, Exception)  # next round is clean
     assert any(r["event"] == "rejected" and r["kind"] == "ROUND_START" for r in read_audit(tmp_path))
 
@@ -170,7 +170,7 @@ def test_replayed_previous_round_broadcast_aborts_the_round() -> None:
 
     first, second = run(Host(replay), [1, 2])
     assert not isinstance(first, Exception)
-    assert isinstance(second, RoundAbortedError) and "digest does not match" in second.reason
+    assert isinstance(second, RoundAbortedError) and "tag does not match" in second.reason
 
 
 def test_broadcast_ticket_from_the_wrong_identity_aborts_the_round() -> None:
@@ -183,7 +183,7 @@ def test_broadcast_ticket_from_the_wrong_identity_aborts_the_round() -> None:
     def forge(host: Host, env: Envelope, data: bytes) -> list[bytes]:
         if env.kind == "ROUND_START" and env.dst == "te-1" and not host.done:
             fake = broadcast.seal(pack({"rnd": host.round}, {"weights": np.zeros(DIM, np.float32)}),
-                                  session=b"unknown-session", rnd=host.round, sender="owner", prefix=host.prefix)
+                                  session=b"unknown-session", rnd=host.round, sender="owner", prefix=host.prefix).ticket()
             key = X25519PrivateKey.generate()
             me = PeerIdentity("owner", public_bytes(key), b"h" * 32)
             them = PeerIdentity("te-1", public_bytes(X25519PrivateKey.generate()), b"t" * 32)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.poly1305 import Poly1305
 
 from siegecraft.enclave import broadcast, shm
 from siegecraft.enclave.channel import PeerIdentity, SecureChannel, public_bytes
@@ -231,24 +232,26 @@ def weights(seed: int) -> bytes:
 
 
 def test_broadcast_round_trip_with_fresh_keys_every_round(prefix: str) -> None:
-    t1 = broadcast.seal(weights(1), session=SESSION, rnd=1, sender="owner", prefix=prefix)
-    t2 = broadcast.seal(weights(2), session=SESSION, rnd=2, sender="owner", prefix=prefix)
+    b1 = broadcast.seal(weights(1), session=SESSION, rnd=1, sender="owner", prefix=prefix)
+    t1, t2 = b1.ticket(), broadcast.seal(weights(2), session=SESSION, rnd=2, sender="owner", prefix=prefix).ticket()
     try:
         assert t1.key != t2.key and t1.nonce != t2.nonce and t1.segment != t2.segment
-        for _ in range(3):  # every recipient reads the same segment
-            payload = broadcast.open_ticket(t1, session=SESSION, rnd=1, sender="owner", prefix=prefix)
+        tickets = [b1.ticket() for _ in range(3)]  # every recipient reads the same segment, with its own tag
+        assert len({t.mac_key for t in tickets}) == 3 and len({t.tag for t in tickets}) == 3
+        for ticket in tickets:
+            payload = broadcast.open_ticket(ticket, session=SESSION, rnd=1, sender="owner", prefix=prefix)
             assert payload == weights(1)
         assert broadcast.Ticket.from_meta(t1.to_meta()) == t1
-        assert unpack(payload)[0] == {"rnd": 1}
+        assert unpack(payload)[0] == {"rnd": 1} and isinstance(payload, bytearray)
     finally:
         shm.unlink_all([t1.segment, t2.segment])
 
 
 def test_tampered_or_truncated_broadcast_is_refused(prefix: str) -> None:
-    ticket = broadcast.seal(weights(1), session=SESSION, rnd=1, sender="owner", prefix=prefix)
+    ticket = broadcast.seal(weights(1), session=SESSION, rnd=1, sender="owner", prefix=prefix).ticket()
     try:
         flip_byte(ticket.segment, 100)
-        with pytest.raises(broadcast.BroadcastError, match="digest does not match"):
+        with pytest.raises(broadcast.BroadcastError, match="tag does not match"):
             broadcast.open_ticket(ticket, session=SESSION, rnd=1, sender="owner", prefix=prefix)
         truncate(ticket.segment, ticket.size - 16)  # the tag cut off
         with pytest.raises(broadcast.BroadcastError, match="truncated or altered"):
@@ -261,14 +264,14 @@ def test_tampered_or_truncated_broadcast_is_refused(prefix: str) -> None:
 
 
 def test_previous_round_broadcast_is_refused(prefix: str) -> None:
-    old = broadcast.seal(weights(1), session=SESSION, rnd=1, sender="owner", prefix=prefix)
-    new = broadcast.seal(weights(1), session=SESSION, rnd=2, sender="owner", prefix=prefix)
+    old = broadcast.seal(weights(1), session=SESSION, rnd=1, sender="owner", prefix=prefix).ticket()
+    new = broadcast.seal(weights(1), session=SESSION, rnd=2, sender="owner", prefix=prefix).ticket()
     try:
         # the host copies round 1's ciphertext over round 2's segment
         overwrite(new.segment, bytes(shm.read(old.segment, old.size, prefix)))
-        with pytest.raises(broadcast.BroadcastError, match="digest"):
+        with pytest.raises(broadcast.BroadcastError, match="tag does not match"):
             broadcast.open_ticket(new, session=SESSION, rnd=2, sender="owner", prefix=prefix)
-        # a replayed round-1 ticket (with its own key and digest) presented in round 2: bound to round 1
+        # a replayed round-1 ticket (with its own key and tag) presented in round 2: bound to round 1
         with pytest.raises(broadcast.BroadcastError, match="authentication failed"):
             broadcast.open_ticket(old, session=SESSION, rnd=2, sender="owner", prefix=prefix)
         with pytest.raises(broadcast.BroadcastError, match="authentication failed"):
@@ -279,7 +282,7 @@ def test_previous_round_broadcast_is_refused(prefix: str) -> None:
 
 def test_broadcast_from_the_wrong_identity_is_refused(prefix: str) -> None:
     """A ticket that arrived on the aggregator's channel opens only a broadcast the aggregator sealed."""
-    ticket = broadcast.seal(weights(1), session=SESSION, rnd=1, sender="agg-1-0", prefix=prefix)
+    ticket = broadcast.seal(weights(1), session=SESSION, rnd=1, sender="agg-1-0", prefix=prefix).ticket()
     try:
         with pytest.raises(broadcast.BroadcastError, match="authentication failed"):
             broadcast.open_ticket(ticket, session=SESSION, rnd=1, sender="owner", prefix=prefix)
@@ -288,22 +291,27 @@ def test_broadcast_from_the_wrong_identity_is_refused(prefix: str) -> None:
 
 
 def test_a_key_holder_cannot_forge_the_broadcast_for_the_others(prefix: str) -> None:
-    """Every recipient learns the round key; the digest on each one's own channel stops forgeries."""
-    ticket = broadcast.seal(weights(1), session=SESSION, rnd=1, sender="owner", prefix=prefix)
+    """Every recipient learns the round key; the one-time tag on each one's own channel stops forgeries."""
+    sealed = broadcast.seal(weights(1), session=SESSION, rnd=1, sender="owner", prefix=prefix)
+    forger, victim = sealed.ticket(), sealed.ticket()
     try:
         ad = broadcast.associated_data(SESSION, 1, "owner")
-        forged = AESGCM(ticket.key).encrypt(ticket.nonce, weights(7), ad)  # valid GCM under the round key
-        assert len(forged) == ticket.size
-        overwrite(ticket.segment, forged)
-        with pytest.raises(broadcast.BroadcastError, match="digest does not match"):
-            broadcast.open_ticket(ticket, session=SESSION, rnd=1, sender="owner", prefix=prefix)
+        forged = AESGCM(forger.key).encrypt(forger.nonce, weights(7), ad)  # valid GCM under the round key
+        assert len(forged) == forger.size
+        overwrite(forger.segment, forged)
+        # the forger can tag its ciphertext under its own one-time key, which the victim never uses
+        assert Poly1305.generate_tag(forger.mac_key, forged) != victim.tag
+        with pytest.raises(broadcast.BroadcastError, match="tag does not match"):
+            broadcast.open_ticket(victim, session=SESSION, rnd=1, sender="owner", prefix=prefix)
+        overwrite(forger.segment, sealed.ciphertext)  # the owner's bytes again: the victim accepts them
+        assert broadcast.open_ticket(victim, session=SESSION, rnd=1, sender="owner", prefix=prefix) == weights(1)
     finally:
-        shm.unlink(ticket.segment)
+        shm.unlink(forger.segment)
 
 
-@pytest.mark.parametrize("field,value", [("key", "00" * 16), ("nonce", "zz"), ("sha256", "00"), ("size", "x")])
+@pytest.mark.parametrize("field,value", [("key", "00" * 16), ("nonce", "zz"), ("tag", "00"), ("mac_key", "11" * 16), ("size", "x")])
 def test_malformed_tickets_are_refused(prefix: str, field: str, value: str) -> None:
-    ticket = broadcast.seal(b"payload", session=SESSION, rnd=1, sender="owner", prefix=prefix)
+    ticket = broadcast.seal(b"payload", session=SESSION, rnd=1, sender="owner", prefix=prefix).ticket()
     try:
         with pytest.raises(broadcast.BroadcastError, match="malformed"):
             broadcast.Ticket.from_meta({**ticket.to_meta(), field: value})

@@ -5,8 +5,8 @@ The model owner is not an enclave; its X25519 key is vouched for by its Ed25519 
 public half is part of every role's measured configuration.
 
 The weights of a round are broadcast (broadcast.py): encrypted once under a fresh round key into one
-shared-memory segment, with each training enclave receiving the key and the ciphertext's digest in its
-ROUND_START over its own channel. The segment is unlinked when the round ends.
+shared-memory segment, with each training enclave receiving the key and its own one-time tag of the
+ciphertext in its ROUND_START over its own channel. The segment is unlinked when the round ends.
 """
 
 from __future__ import annotations
@@ -97,11 +97,11 @@ class ModelOwner(Endpoint):
         self.rejections.clear()
         self.end_round()
         self.send(ADMIN, "ROUND_PLAN", {"rnd": rnd, "clients": clients})
-        ticket = broadcast.seal(pack({"rnd": rnd}, {"weights": weights}), session=self.session, rnd=rnd,
+        sealed = broadcast.seal(pack({"rnd": rnd}, {"weights": weights}), session=self.session, rnd=rnd,
                                 sender=OWNER, prefix=self.mailbox.shm_prefix)
-        self.broadcasts.append(ticket.segment)
-        for c in clients:
-            self.send(leaf_name(c), "ROUND_START", {"rnd": rnd, "broadcast": ticket.to_meta()})
+        self.broadcasts.append(sealed.segment)
+        for c in clients:  # each enclave's ticket carries its own one-time tag
+            self.send(leaf_name(c), "ROUND_START", {"rnd": rnd, "broadcast": sealed.ticket().to_meta()})
 
     def end_round(self) -> None:
         """Unlink this round's broadcast segment (late readers then drop out, as if the host withheld it)."""

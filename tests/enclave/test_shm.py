@@ -243,6 +243,8 @@ def test_broadcast_round_trip_with_fresh_keys_every_round(prefix: str) -> None:
             assert payload == weights(1)
         assert broadcast.Ticket.from_meta(t1.to_meta()) == t1
         assert unpack(payload)[0] == {"rnd": 1} and isinstance(payload, bytearray)
+        assert repr(t1.key) not in repr(t1) and repr(t1.mac_key) not in repr(t1)  # secrets stay out of logs
+        assert repr(b1.key) not in repr(b1) and len(repr(b1)) < 200
     finally:
         shm.unlink_all([t1.segment, t2.segment])
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -52,9 +52,9 @@ class Ticket:
 
     segment: str
     size: int
-    key: bytes
+    key: bytes = field(repr=False)
     nonce: bytes
-    mac_key: bytes
+    mac_key: bytes = field(repr=False)
     tag: bytes
 
     def to_meta(self) -> dict[str, Any]:
@@ -79,9 +79,9 @@ class Broadcast:
     """A sealed broadcast at its sender: the segment, and the private ciphertext tickets are cut from."""
 
     segment: str
-    key: bytes
+    key: bytes = field(repr=False)
     nonce: bytes
-    ciphertext: bytes  # the sender's own copy, never the segment (which the host can change)
+    ciphertext: bytes = field(repr=False)  # the sender's own copy, never the segment (the host can change it)
 
     def ticket(self) -> Ticket:
         """A ticket for one recipient: a fresh one-time Poly1305 key and the ciphertext's tag under it."""

@@ -9,6 +9,7 @@ the public total sample count and sends the mean update to the model owner over 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -17,8 +18,24 @@ from siegecraft.enclave.codec import FixedPointCodec
 from siegecraft.enclave.roles.base import ADMIN, OWNER, EnclaveRole, Message
 
 
+@dataclass
+class RunningSum:
+    """The masked inputs of one (round, attempt) so far, added up as they arrive."""
+
+    total: np.ndarray
+    counts: dict[str, int] = field(default_factory=dict)
+    children: set[str] = field(default_factory=set)
+    t_sent: float = 0.0
+
+
 class AggregatorRole(EnclaveRole):
-    """Sums the inputs of the children the admin named for the current (round, attempt)."""
+    """Sums the inputs of the children the admin named for the current (round, attempt).
+
+    Each input is added to its (round, attempt)'s running sum when it arrives, so no child's vector is
+    kept and the additions are done before the last child reports. Only children the admin can name
+    ever send for an attempt (it issues that attempt's masks to them alone), so a sum with a
+    contributor outside the admin's list is an anomaly: the aggregator alerts and the round fails closed.
+    """
 
     kind = "aggregator"
 
@@ -29,7 +46,7 @@ class AggregatorRole(EnclaveRole):
         self.parent = self.config.get("parent")
         self.children = set(self.config["children"])
         self.expect: dict[str, Any] | None = None
-        self.inputs: dict[tuple[int, int], dict[str, tuple[np.ndarray, dict[str, int], float]]] = {}
+        self.sums: dict[tuple[int, int], RunningSum] = {}
 
     def handle(self, msg: Message) -> None:
         if not msg.sealed:
@@ -37,47 +54,62 @@ class AggregatorRole(EnclaveRole):
         if msg.kind == "EXPECT" and msg.src == ADMIN:
             self.expect = dict(msg.meta)
             key = (int(msg.meta["rnd"]), int(msg.meta["attempt"]))
-            self.inputs = {k: v for k, v in self.inputs.items() if k >= key}
+            self.sums = {k: v for k, v in self.sums.items() if k >= key}
             self._try_complete()
         elif msg.kind == "ABORT" and msg.src == ADMIN:
             rnd = int(msg.meta["rnd"])
-            self.inputs = {k: v for k, v in self.inputs.items() if k[0] > rnd}
+            self.sums = {k: v for k, v in self.sums.items() if k[0] > rnd}
             if self.expect is not None and int(self.expect["rnd"]) <= rnd:
                 self.expect = None
         elif msg.kind in ("MASKED", "PARTIAL") and msg.src in self.children:
-            key = (int(msg.meta["rnd"]), int(msg.meta["attempt"]))
-            vector = msg.arrays["v"]  # a read-only view into the decrypted payload; only ever read
-            if vector.dtype != self.codec.dtype:
-                self.audit("ignored", kind=msg.kind, src=msg.src, reason=f"dtype {vector.dtype}")
-                return
-            self.audit_vector("input", vector, rnd=key[0], attempt=key[1], src=msg.src, kind=msg.kind)
-            counts = {str(k): int(v) for k, v in msg.meta["counts"].items()}
-            self.inputs.setdefault(key, {})[msg.src] = (vector, counts, float(msg.meta["t_sent"]))
-            self._try_complete()
+            self._add(msg)
         else:
             self.audit("ignored", kind=msg.kind, src=msg.src)
+
+    def _add(self, msg: Message) -> None:
+        key = (int(msg.meta["rnd"]), int(msg.meta["attempt"]))
+        vector = msg.arrays["v"]  # a read-only view into the decrypted payload; only ever read
+        if vector.dtype != self.codec.dtype:
+            self.audit("ignored", kind=msg.kind, src=msg.src, reason=f"dtype {vector.dtype}")
+            return
+        running = self.sums.get(key)
+        if running is not None and (msg.src in running.children or vector.shape != running.total.shape):
+            self.audit("ignored", kind=msg.kind, src=msg.src, reason="second input or wrong size")
+            return
+        self.audit_vector("input", vector, rnd=key[0], attempt=key[1], src=msg.src, kind=msg.kind)
+        if running is None:
+            running = self.sums[key] = RunningSum(np.array(vector, copy=True))
+        else:
+            self.codec.add(running.total, vector)
+        running.counts.update({str(k): int(v) for k, v in msg.meta["counts"].items()})
+        running.children.add(msg.src)
+        running.t_sent = max(running.t_sent, float(msg.meta["t_sent"]))
+        self._try_complete()
 
     def _try_complete(self) -> None:
         expect = self.expect
         if expect is None:
             return
         key = (int(expect["rnd"]), int(expect["attempt"]))
-        got = self.inputs.get(key, {})
-        wanted = list(expect["children"])
-        if any(child not in got for child in wanted):
+        running = self.sums.get(key)
+        wanted = set(expect["children"])
+        if running is None or not wanted:
             return
-        total = self.codec.zeros(got[wanted[0]][0].size)
-        counts: dict[str, int] = {}
-        t_sent = 0.0
-        for child in wanted:
-            vector, child_counts, child_t = got[child]
-            self.codec.add(total, vector)
-            counts.update(child_counts)
-            t_sent = max(t_sent, child_t)
-        del self.inputs[key]
+        if not running.children <= wanted:
+            del self.sums[key]
+            self.expect = None
+            extra = sorted(running.children - wanted)
+            self.audit("rejected", kind="EXPECT", rnd=key[0], attempt=key[1], unexpected=extra)
+            self.send(ADMIN, "ALERT", {"reason": f"{self.id}: inputs from {extra}, which the admin did not name "
+                                       f"for round {key[0]} attempt {key[1]}", "rnd": key[0]})
+            return
+        if running.children != wanted:
+            return
+        del self.sums[key]
         self.expect = None
+        total = running.total
         self.audit_vector("output", total, rnd=key[0], attempt=key[1], root=self.is_root)
-        meta = {"rnd": key[0], "attempt": key[1], "counts": counts, "t_sent": t_sent}
+        meta = {"rnd": key[0], "attempt": key[1], "counts": running.counts, "t_sent": running.t_sent}
         if self.is_root:
             self._finish(total, meta, expect)
         else:

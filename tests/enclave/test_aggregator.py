@@ -1,0 +1,78 @@
+"""An aggregator's running sums: inputs are added as they arrive, and only the admin's named children count."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from siegecraft.enclave.codec import FixedPointCodec
+from siegecraft.enclave.roles.aggregator import AggregatorRole
+from siegecraft.enclave.roles.base import ADMIN, Message
+
+CODEC = FixedPointCodec(8.0, 16, 64)
+
+
+def aggregator(children: set[str]) -> tuple[AggregatorRole, list[tuple[str, str, dict[str, Any], Any]]]:
+    """The role's summing logic without a process, channels or attestation; `sent` records its sends."""
+    role = AggregatorRole.__new__(AggregatorRole)
+    role.id, role.codec, role.is_root, role.parent = "agg-1-0", CODEC, False, "root"
+    role.children, role.expect, role.sums = children, None, {}
+    sent: list[tuple[str, str, dict[str, Any], Any]] = []
+    role.send = lambda dst, kind, meta, arrays=None: sent.append((dst, kind, meta, arrays))  # type: ignore[method-assign]
+    role.audit = lambda *a, **k: None  # type: ignore[method-assign]
+    role.audit_vector = lambda *a, **k: None  # type: ignore[method-assign]
+    return role, sent
+
+
+def masked(src: str, vector: np.ndarray, rnd: int = 1, attempt: int = 0) -> Message:
+    meta = {"rnd": rnd, "attempt": attempt, "counts": {src.removeprefix("te-"): 3}, "t_sent": 1.0}
+    return Message("MASKED", src, meta, {"v": vector}, True)
+
+
+def expect(children: list[str], rnd: int = 1, attempt: int = 0) -> Message:
+    return Message("EXPECT", ADMIN, {"rnd": rnd, "attempt": attempt, "children": children}, {}, True)
+
+
+def vectors(n: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 2**64 - 1, 1000, dtype=np.uint64, endpoint=True) for _ in range(n)]
+
+
+def test_inputs_before_and_after_expect_sum_modulo_m_once() -> None:
+    role, sent = aggregator({"te-0", "te-1", "te-2"})
+    v = vectors(3)
+    role.handle(masked("te-0", v[0]))
+    role.handle(masked("te-0", v[1]))  # a second input from the same child is ignored
+    role.handle(expect(["te-0", "te-1", "te-2"]))
+    role.handle(masked("te-1", v[1]))
+    assert sent == []  # te-2 is still missing
+    role.handle(masked("te-2", v[2]))
+    ((dst, kind, meta, arrays),) = sent
+    assert (dst, kind, meta["counts"]) == ("root", "PARTIAL", {"0": 3, "1": 3, "2": 3})
+    np.testing.assert_array_equal(arrays["v"], v[0] + v[1] + v[2])  # uint64 wraps: the sum is modulo 2^64
+    assert role.sums == {} and role.expect is None
+
+
+def test_an_input_from_a_child_the_admin_did_not_name_fails_closed() -> None:
+    role, sent = aggregator({"te-0", "te-1", "te-2"})
+    v = vectors(3)
+    for i in range(3):
+        role.handle(masked(f"te-{i}", v[i]))
+    role.handle(expect(["te-0", "te-1"]))
+    ((dst, kind, meta, _),) = sent
+    assert (dst, kind, meta["rnd"]) == (ADMIN, "ALERT", 1) and "te-2" in meta["reason"]
+    assert role.sums == {}
+
+
+def test_sums_of_an_earlier_attempt_are_dropped_by_a_later_expect() -> None:
+    role, sent = aggregator({"te-0", "te-1"})
+    v = vectors(2)
+    role.handle(masked("te-0", v[0], attempt=0))
+    role.handle(expect(["te-0", "te-1"], attempt=1))
+    assert (1, 0) not in role.sums
+    role.handle(masked("te-0", v[0], attempt=1))
+    role.handle(masked("te-1", v[1], attempt=1))
+    ((_, kind, meta, arrays),) = sent
+    assert kind == "PARTIAL" and meta["attempt"] == 1
+    np.testing.assert_array_equal(arrays["v"], v[0] + v[1])

@@ -115,11 +115,11 @@ class MaskGrant:
         if self.seed is not None:
             expand_mask(self.seed, self.domain, layout, modulus_bits, out=out)
             return np.add(out, encoded, out=out)
-        assert self.correction is not None
-        if self.correction.dtype != dtype or self.correction.shape != encoded.shape:
-            raise ValueError(f"correction {self.correction.dtype}{self.correction.shape} does not fit the update "
+        correction = self.materialize(layout, modulus_bits)  # checks the correction's size
+        if correction.dtype != dtype or correction.shape != encoded.shape:
+            raise ValueError(f"correction {correction.dtype}{correction.shape} does not fit the update "
                              f"{encoded.dtype}{encoded.shape}")
-        return np.add(encoded, self.correction, out=out)
+        return np.add(encoded, correction, out=out)
 
 
 class ZeroSumMaskIssuer:

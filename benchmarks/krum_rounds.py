@@ -18,9 +18,11 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+import defense_matrix  # the same federation and attackers as the defense matrix (benchmarks/ is on sys.path)
+
 RESULTS = Path(__file__).parent / "results" / "krum_rounds.json"
-CELLS = [("none", "mean"), ("sign_flip:scale=8", "krum:f=4")]
-ADVERSARIES = [0, 1, 2, 3]
+CELLS = [("none", "mean"), ("sign_flip:scale=8", f"krum:f={defense_matrix.ADVERSARIES}")]
+ADVERSARIES = list(range(defense_matrix.ADVERSARIES))
 
 
 def run_cell(job: tuple[str, str, dict[str, Any], str]) -> dict[str, Any]:
@@ -44,8 +46,6 @@ def run_cell(job: tuple[str, str, dict[str, Any], str]) -> dict[str, Any]:
 
 
 def main() -> None:
-    import defense_matrix  # the same federation as the defense matrix (benchmarks/ is on sys.path)
-
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=30)
     p.add_argument("--train-limit", type=int, default=60000)

@@ -303,7 +303,7 @@ def flower_peer(parties: int, dim: int, rounds: int) -> None:
 
     class RandomUpdateClient(NumPyClient):
         def fit(self, parameters: Any, config: Any) -> tuple[list[np.ndarray], int, dict]:
-            # the same draw as our synthetic parties (workloads.synthetic_update, amplitude 0.5): float32 uniform
+            # drawn like our synthetic parties' noise (workloads.synthetic_update, amplitude 0.5): float32 uniform
             update = np.random.default_rng().random(dim, dtype=np.float32)
             update -= np.float32(0.5)
             return [update], 10, {}

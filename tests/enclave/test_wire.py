@@ -52,8 +52,11 @@ def test_payload_buffer_filled_in_place_equals_pack() -> None:
     buf, views = payload_buffer(meta, {"v": ("uint64", v.size), "w": ("float32", w.size)})
     views["v"][:] = v
     views["w"][:] = w
-    assert bytes(buf) == pack(meta, {"v": v, "w": w})
-    _, out = unpack(buf)
-    assert out["v"].flags.writeable  # a bytearray payload unpacks to writable views
+    assert bytes(buf) == pack(meta, {"v": v, "w": w})  # the same format as pack's
+    got_meta, out = unpack(buf)
+    assert got_meta == meta and out["v"].flags.writeable  # a bytearray payload unpacks to writable views
+    np.testing.assert_array_equal(out["v"], v)
+    np.testing.assert_array_equal(out["w"], w)
+    assert out["v"].dtype == np.uint64 and out["w"].dtype == np.float32
     with pytest.raises(TypeError, match="dtype"):
         payload_buffer(meta, {"o": ("object", 3)})

@@ -79,18 +79,20 @@ class Envelope:
         return cls(env.kind, env.src, env.dst, env.seq, data[end:])
 
 
+def _prefix(meta: dict[str, Any], specs: list[tuple[str, str, int]]) -> bytes:
+    """The u32 length and JSON header that open a payload with arrays `specs` (name, dtype, size)."""
+    for name, dtype, _ in specs:
+        if dtype not in ALLOWED_DTYPES:
+            raise TypeError(f"array {name!r} has dtype {dtype}; allowed: {sorted(ALLOWED_DTYPES)}")
+    header = canonical_json({"meta": meta, "arrays": [list(spec) for spec in specs]})
+    return _U32.pack(len(header)) + header
+
+
 def pack(meta: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> bytes:
     """Serialise JSON-able `meta` and named 1-D arrays into one payload."""
-    arrays = arrays or {}
-    specs, blobs = [], []
-    for name, arr in arrays.items():
-        arr = np.ascontiguousarray(arr)
-        if arr.dtype.name not in ALLOWED_DTYPES:
-            raise TypeError(f"array {name!r} has dtype {arr.dtype}; allowed: {sorted(ALLOWED_DTYPES)}")
-        specs.append([name, arr.dtype.name, int(arr.size)])
-        blobs.append(arr.reshape(-1).view(np.uint8).data)
-    header = canonical_json({"meta": meta, "arrays": specs})
-    return b"".join([_U32.pack(len(header)), header, *blobs])
+    flat = {name: np.ascontiguousarray(arr).reshape(-1) for name, arr in (arrays or {}).items()}
+    prefix = _prefix(meta, [(name, arr.dtype.name, int(arr.size)) for name, arr in flat.items()])
+    return b"".join([prefix, *(arr.view(np.uint8).data for arr in flat.values())])
 
 
 def payload_buffer(meta: dict[str, Any], arrays: dict[str, tuple[str, int]]) -> tuple[bytearray, dict[str, np.ndarray]]:
@@ -98,16 +100,11 @@ def payload_buffer(meta: dict[str, Any], arrays: dict[str, tuple[str, int]]) -> 
 
     Returns the buffer and writable views of its arrays: a sender that computes straight into the views
     skips `pack`'s copy of every array (what a masked update of many megabytes costs)."""
-    specs = []
-    for name, (dtype, size) in arrays.items():
-        if dtype not in ALLOWED_DTYPES:
-            raise TypeError(f"array {name!r} has dtype {dtype}; allowed: {sorted(ALLOWED_DTYPES)}")
-        specs.append([name, dtype, int(size)])
-    header = canonical_json({"meta": meta, "arrays": specs})
-    offset = 4 + len(header)
-    buf = bytearray(offset + sum(np.dtype(d).itemsize * n for _, d, n in specs))
-    buf[:offset] = _U32.pack(len(header)) + header
-    views = {}
+    specs = [(name, dtype, int(size)) for name, (dtype, size) in arrays.items()]
+    prefix = _prefix(meta, specs)
+    buf = bytearray(len(prefix) + sum(np.dtype(d).itemsize * n for _, d, n in specs))
+    buf[:len(prefix)] = prefix
+    views, offset = {}, len(prefix)
     for name, dtype, size in specs:
         views[name] = np.frombuffer(buf, dtype=dtype, count=size, offset=offset)
         offset += np.dtype(dtype).itemsize * size

@@ -32,11 +32,13 @@ def global_weights(rnd: int) -> np.ndarray:
     return np.random.default_rng(rnd).normal(0, 0.3, DIM).astype(np.float32)
 
 
-def encoded_update(cfg: SessionConfig, client: int, rnd: int, weights: np.ndarray) -> np.ndarray:
-    """Exactly what the training enclave of `client` encodes (nearest rounding needs no generator)."""
+def encoded_update(cfg: SessionConfig, client: int, rnd: int, weights: np.ndarray, clients: list[int]) -> np.ndarray:
+    """Exactly what the training enclave of `client` encodes in an attempt whose survivors are `clients`:
+    its update weighted by its share of their samples (nearest rounding needs no generator)."""
     party = next(p for p in cfg.parties if p.client_id == client)
+    total = sum(p.data["num_samples"] for p in cfg.parties if p.client_id in clients)
     delta = synthetic_update(party.data, rnd, weights)
-    return cfg.codec.encode(delta, weight=party.data["num_samples"])
+    return cfg.codec.encode(delta, weight=party.data["num_samples"] / total)
 
 
 def plaintext_mean(cfg: SessionConfig, clients: list[int], rnd: int, weights: np.ndarray) -> tuple[np.ndarray, int]:
@@ -50,9 +52,9 @@ def plaintext_mean(cfg: SessionConfig, clients: list[int], rnd: int, weights: np
     return total / count, count
 
 
-def mean_error_bound(codec: FixedPointCodec, n_parties: int, num_samples: int) -> float:
-    """Documented bound on the decoded mean: n * 0.5/scale on the weighted sum, divided by the samples."""
-    return codec.error_bound(n_parties) / num_samples + 1e-12
+def mean_error_bound(codec: FixedPointCodec, n_parties: int) -> float:
+    """Documented bound on the decoded mean (the weights sum to one, so the sum is the mean): n * 0.5/scale."""
+    return codec.error_bound(n_parties) + 1e-12
 
 
 def read_audit(audit_dir: Path) -> list[dict[str, Any]]:

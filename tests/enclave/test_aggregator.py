@@ -76,3 +76,31 @@ def test_sums_of_an_earlier_attempt_are_dropped_by_a_later_expect() -> None:
     ((_, kind, meta, arrays),) = sent
     assert kind == "PARTIAL" and meta["attempt"] == 1
     np.testing.assert_array_equal(arrays["v"], v[0] + v[1])
+
+
+def root_expect(children: list[str], total_samples: int) -> Message:
+    meta = {"rnd": 1, "attempt": 0, "children": children, "t_ready": 0.5, "total_samples": total_samples}
+    return Message("EXPECT", ADMIN, meta, {}, True)
+
+
+def test_root_reports_the_weighted_mean_once_the_counts_match_the_admins_total() -> None:
+    role, sent = aggregator({"te-0", "te-1"})
+    role.is_root = True
+    samples = {"te-0": 3, "te-1": 3}
+    updates = {"te-0": np.array([0.5, -1.0]), "te-1": np.array([0.25, 2.0])}
+    role.handle(root_expect(["te-0", "te-1"], total_samples=6))
+    for src, update in updates.items():  # what each training enclave sends, masks left out
+        role.handle(masked(src, CODEC.encode(update, weight=samples[src] / 6)))
+    (dst, kind, meta, arrays), (admin, done, _, _) = sent
+    assert (dst, kind, meta["num_samples"], admin, done) == ("owner", "RESULT", 6, ADMIN, "AGGREGATED")
+    np.testing.assert_allclose(arrays["mean"], [0.375, 0.5], atol=CODEC.error_bound(2))
+
+
+def test_root_alerts_when_the_counts_do_not_add_up_to_the_admins_total() -> None:
+    role, sent = aggregator({"te-0", "te-1"})
+    role.is_root = True
+    role.handle(root_expect(["te-0", "te-1"], total_samples=7))  # the inputs say 3 + 3
+    for src in ("te-0", "te-1"):
+        role.handle(masked(src, CODEC.encode(np.array([1.0, 1.0]), weight=0.5)))
+    ((dst, kind, meta, _),) = sent
+    assert (dst, kind, meta["rnd"]) == (ADMIN, "ALERT", 1) and "add up to 6" in meta["reason"]

@@ -63,6 +63,41 @@ def test_capacity_is_validated() -> None:
         codec.encode(np.zeros(3), weight=300)
 
 
+def test_capacity_counts_each_partys_rounding() -> None:
+    codec = FixedPointCodec(clip=1.0, scale_bits=30, modulus_bits=32)  # clip * scale = 2^30 = M/4
+    codec.check_capacity(1.0, parties=2**30 - 1)
+    with pytest.raises(CodecError, match="over 1073741824 parties"):
+        codec.check_capacity(1.0, parties=2**30)
+
+
+@pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
+def test_default_codec_holds_a_weighted_mean_of_many_parties_at_the_clip(rounding: str) -> None:
+    """The protocol's weights n_i / N sum to one, so 2^32 never wraps: 1,000 parties at +-clip."""
+    codec = FixedPointCodec(rounding=rounding)
+    assert (codec.modulus_bits, codec.clip) == (32, 8.0)
+    codec.check_capacity(1.0, parties=1000)
+    samples = np.random.default_rng(3).integers(1, 500, 1000)
+    weights = samples / samples.sum()
+    for sign in (1.0, -1.0):
+        total = codec.zeros(2)
+        for i, w in enumerate(weights):
+            codec.add(total, codec.encode(np.array([sign * 100.0, sign * 8.0]), weight=w,
+                                          rng=np.random.default_rng(i)))
+        np.testing.assert_allclose(codec.decode(total), [sign * 8.0, sign * 8.0], atol=codec.error_bound(1000))
+
+
+def test_encode_writes_into_a_given_vector() -> None:
+    codec = FixedPointCodec(clip=1.0, scale_bits=10, modulus_bits=32)
+    x = np.array([[0.5, -0.25], [1.5, 0.0]], dtype=np.float32)
+    out = np.full(4, 7, dtype=np.uint32)
+    got = codec.encode(x, out=out)
+    assert got.shape == x.shape and np.shares_memory(got, out)
+    np.testing.assert_array_equal(out, codec.encode(x).reshape(-1))
+    for bad in (np.empty(4, np.uint64), np.empty(3, np.uint32), np.empty(8, np.uint32)[::2]):
+        with pytest.raises(CodecError, match="writable contiguous"):
+            codec.encode(x, out=bad)
+
+
 def test_exceeding_capacity_really_wraps() -> None:
     """What the capacity check prevents: 2 values at +clip overflow a too-small modulus."""
     codec = FixedPointCodec(clip=1.0, scale_bits=30, modulus_bits=32)  # capacity: 2^31 / 2^30 = 2

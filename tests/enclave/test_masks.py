@@ -37,11 +37,12 @@ def test_masks_of_a_round_sum_to_zero(bits: int) -> None:
     assert all(m.any() for m in masks.values())
 
 
-def test_masked_sum_equals_plain_sum_exactly() -> None:
-    codec = FixedPointCodec(clip=1.0, scale_bits=16)
+@pytest.mark.parametrize("bits", [32, 64])
+def test_masked_sum_equals_plain_sum_exactly(bits: int) -> None:
+    codec = FixedPointCodec(clip=1.0, scale_bits=16, modulus_bits=bits)
     rng = np.random.default_rng(0)
     xs = {p: rng.uniform(-1, 1, sum(LAYOUT)) for p in PARTIES}
-    masks = masks_of(ZeroSumMaskIssuer(b"s", LAYOUT, 64).issue(3, 0, PARTIES), 64)
+    masks = masks_of(ZeroSumMaskIssuer(b"s", LAYOUT, bits).issue(3, 0, PARTIES), bits)
     masked_total, plain_total = codec.zeros(sum(LAYOUT)), codec.zeros(sum(LAYOUT))
     for p in PARTIES:
         codec.add(masked_total, codec.encode(xs[p]) + masks[p])
@@ -64,7 +65,7 @@ def test_single_masked_update_is_uniform_and_unmasked_is_not(bits: int) -> None:
 
 
 def test_sum_of_a_strict_subset_of_masked_updates_is_uniform() -> None:
-    codec = FixedPointCodec(clip=1.0, scale_bits=16)
+    codec = FixedPointCodec(clip=1.0, scale_bits=16, modulus_bits=64)
     rng = np.random.default_rng(2)
     encoded = {p: codec.encode(rng.normal(0.01, 0.05, sum(LAYOUT))) for p in PARTIES}
     masks = masks_of(ZeroSumMaskIssuer(b"s", LAYOUT, 64).issue(1, 0, PARTIES), 64)
@@ -130,22 +131,25 @@ def test_bad_seed_length_is_refused() -> None:
 
 
 @pytest.mark.parametrize("bits", [32, 64])
-def test_mask_into_adds_the_same_mask_without_copies(bits: int) -> None:
+@pytest.mark.parametrize("layout", [LAYOUT, [70_001, 3, 40_000]])  # the second spans several keystream chunks
+def test_add_to_adds_the_same_mask_in_place(bits: int, layout: list[int]) -> None:
     codec = FixedPointCodec(8.0, 16, bits)
-    encoded = codec.encode(np.random.default_rng(0).uniform(-1, 1, sum(LAYOUT)))
-    grants = ZeroSumMaskIssuer(b"s" * 16, LAYOUT, bits).issue(1, 0, PARTIES[:3])
+    encoded = codec.encode(np.random.default_rng(0).uniform(-1, 1, sum(layout)))
+    grants = ZeroSumMaskIssuer(b"s" * 16, layout, bits).issue(1, 0, PARTIES[:3])
     for grant in grants.values():  # two seed grants and the last party's correction
-        out = np.empty_like(encoded)
-        grant.mask_into(encoded, LAYOUT, bits, out=out)
-        np.testing.assert_array_equal(out, encoded + grant.materialize(LAYOUT, bits))
+        vector = encoded.copy()
+        assert grant.add_to(vector, layout, bits) is vector
+        np.testing.assert_array_equal(vector, encoded + grant.materialize(layout, bits))
     seed_grant, last = grants[PARTIES[0]], grants[PARTIES[2]]
     with pytest.raises(ValueError, match="does not fit"):
-        seed_grant.mask_into(encoded[:-1], LAYOUT, bits, out=np.empty_like(encoded[:-1]))
+        seed_grant.add_to(encoded[:-1].copy(), layout, bits)
+    with pytest.raises(ValueError, match="does not fit"):
+        seed_grant.add_to(encoded[::2], [encoded[::2].size], bits)  # not contiguous
     short = MaskGrant(last.domain, correction=last.correction[:-1])  # type: ignore[index]
     with pytest.raises(ValueError, match="layout needs"):
-        short.mask_into(encoded, LAYOUT, bits, out=np.empty_like(encoded))
+        short.add_to(encoded.copy(), layout, bits)
     with pytest.raises(ValueError, match="writable contiguous"):
-        expand_mask(fresh_seed(), seed_grant.domain, LAYOUT, bits, out=np.empty(sum(LAYOUT), np.float64))
+        expand_mask(fresh_seed(), seed_grant.domain, layout, bits, out=np.empty(sum(layout), np.float64))
 
 
 def test_expand_mask_into_a_buffer_matches_and_spans_several_zero_blocks() -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from siegecraft.data import load_dataset
-from siegecraft.enclave import CitadelRuntime, CitadelSpec, CodecError
+from siegecraft.enclave import CitadelRuntime, CitadelSpec, CodecError, FixedPointCodec
 from siegecraft.federated.sampling import client_seed
 from siegecraft.models import build_model, flat_params, load_flat_params
 from siegecraft.train import TrainConfig, local_train
@@ -64,7 +64,7 @@ def test_zero_sum_mean_update_matches_fedavg(runtime: CitadelRuntime) -> None:
         expected, count = fedavg_reference(rnd, weights, clients)
         assert result.survivors == clients and result.num_samples == count and result.dropped == []
         assert result.mean_update.dtype == torch.float32 and result.mean_update.shape == weights.shape
-        bound = len(clients) * 0.5 / 2**20 / count  # codec bound on the mean
+        bound = FixedPointCodec().error_bound(len(clients))  # codec bound on the mean (the weights sum to 1)
         err = np.abs(result.mean_update.double().numpy() - expected)
         assert (err <= bound + 2.0**-24 * np.abs(expected)).all(), err.max()
         assert np.abs(expected).max() > 1e-3  # training really moved the weights
@@ -73,7 +73,7 @@ def test_zero_sum_mean_update_matches_fedavg(runtime: CitadelRuntime) -> None:
 
 def test_bad_specs_fail_before_launch() -> None:
     with pytest.raises(CodecError, match="wrap around"):
-        CitadelRuntime(spec(modulus_bits=32, scale_bits=22))  # 120 samples * 8 * 2^22 >= 2^31
+        CitadelRuntime(spec(modulus_bits=32, scale_bits=28))  # weights sum to 1: 8 * 2^28 >= 2^31
     with pytest.raises(ValueError, match="on_dropout"):
         CitadelRuntime(spec(on_dropout="ignore"))
     with pytest.raises(ValueError, match="empty"):

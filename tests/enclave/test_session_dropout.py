@@ -24,7 +24,7 @@ def check_mean(cfg, result, survivors: list[int], rnd: int) -> None:
     expected, count = plaintext_mean(cfg, survivors, rnd, global_weights(rnd))
     assert result.survivors == survivors
     assert result.num_samples == count
-    assert np.abs(result.mean - expected).max() <= mean_error_bound(cfg.codec, len(survivors), count)
+    assert np.abs(result.mean - expected).max() <= mean_error_bound(cfg.codec, len(survivors))
 
 
 @pytest.fixture(scope="module")

@@ -48,7 +48,7 @@ def test_aggregate_equals_plaintext_mean_within_codec_bound(deployment: Deployme
     result = deployment.results[rnd]
     expected, count = plaintext_mean(deployment.cfg, ROUNDS[rnd], rnd, global_weights(rnd))
     assert result.survivors == ROUNDS[rnd] and result.dropped == [] and result.num_samples == count
-    bound = mean_error_bound(deployment.cfg.codec, len(ROUNDS[rnd]), count)
+    bound = mean_error_bound(deployment.cfg.codec, len(ROUNDS[rnd]))
     assert np.abs(result.mean - expected).max() <= bound
     assert set(result.timings) >= {"train_s", "mask_s", "tree_s", "unmask_s"}
     assert all(v >= 0 for v in result.timings.values())
@@ -63,7 +63,7 @@ def _needles(deployment: Deployment) -> dict[str, bytes]:
         for c in clients:
             party = deployment.cfg.parties[c]
             delta = synthetic_update(party.data, rnd, w)
-            encoded = encoded_update(deployment.cfg, c, rnd, w)
+            encoded = encoded_update(deployment.cfg, c, rnd, w, clients)
             for offset in (0, 777, 1500):
                 out[f"update c{c} r{rnd} @{offset}"] = delta[offset:offset + 8].tobytes()
                 out[f"encoded c{c} r{rnd} @{offset}"] = encoded[offset:offset + 4].tobytes()
@@ -99,7 +99,7 @@ def _plaintext_hashes(deployment: Deployment) -> dict[str, str]:
     hashes = {}
     for rnd, clients in ROUNDS.items():
         w = global_weights(rnd)
-        enc = {c: encoded_update(deployment.cfg, c, rnd, w) for c in clients}
+        enc = {c: encoded_update(deployment.cfg, c, rnd, w, clients) for c in clients}
         for k in range(1, len(clients) + 1):
             for subset in itertools.combinations(clients, k):
                 total = deployment.cfg.codec.zeros(enc[clients[0]].size)

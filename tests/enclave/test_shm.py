@@ -42,6 +42,19 @@ def test_segment_round_trip_and_unlink(prefix: str) -> None:
         shm.read(name, len(data), prefix)
 
 
+def test_segment_read_into_a_reused_buffer(prefix: str) -> None:
+    into = bytearray(b"x" * 300)
+    for data in (os.urandom(250), os.urandom(100)):
+        name = shm.write(prefix, data)
+        try:
+            got = shm.read(name, len(data), prefix, into=into)
+            assert bytes(got) == data and len(got) == len(data) and bytes(into[:len(data)]) == data
+            with pytest.raises(ValueError, match="cannot hold"):
+                shm.read(name, len(data), prefix, into=bytearray(len(data) - 1))
+        finally:
+            shm.unlink(name)
+
+
 def test_segment_reads_refuse_wrong_sizes_and_foreign_names(prefix: str) -> None:
     name = shm.write(prefix, b"x" * 1000)
     try:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from siegecraft.enclave.errors import ChannelError
-from siegecraft.enclave.wire import Envelope, pack, payload_buffer, unpack
+from siegecraft.enclave.wire import Envelope, pack, payload_buffer, payload_size, unpack
 
 
 def test_payload_round_trip() -> None:
@@ -60,3 +60,16 @@ def test_payload_buffer_filled_in_place_equals_pack() -> None:
     assert out["v"].dtype == np.uint64 and out["w"].dtype == np.float32
     with pytest.raises(TypeError, match="dtype"):
         payload_buffer(meta, {"o": ("object", 3)})
+
+
+def test_payload_buffer_in_a_scratch_buffer_reuses_it_and_equals_pack() -> None:
+    spec = {"v": ("uint32", 5)}
+    scratch = bytearray(b"\xee" * 200)  # stale bytes from an earlier payload
+    for rnd, fill in ((1, 3), (12345, 9)):  # a longer header the second time
+        meta = {"rnd": rnd}
+        buf, views = payload_buffer(meta, spec, scratch=scratch)
+        views["v"][:] = fill
+        assert len(buf) == payload_size(meta, spec) and np.shares_memory(views["v"], np.frombuffer(scratch, np.uint8))
+        assert bytes(buf) == pack(meta, {"v": np.full(5, fill, np.uint32)})
+    with pytest.raises(ValueError, match="scratch holds 10 bytes"):
+        payload_buffer({"rnd": 1}, spec, scratch=bytearray(10))

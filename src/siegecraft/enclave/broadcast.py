@@ -104,11 +104,13 @@ def seal(payload: bytes, *, session: bytes, rnd: int, sender: str, prefix: str) 
     return Broadcast(shm.write(prefix, ciphertext), key, nonce, ciphertext)
 
 
-def open_ticket(ticket: Ticket, *, session: bytes, rnd: int, sender: str, prefix: str) -> bytearray:
+def open_ticket(ticket: Ticket, *, session: bytes, rnd: int, sender: str, prefix: str,
+                scratch: bytearray | None = None) -> bytearray:
     """The payload of the broadcast `ticket` (received from `sender` on its channel), in a private,
-    writable buffer; raises BroadcastError."""
+    writable buffer; raises BroadcastError. `scratch` (optional, at least `ticket.size` bytes) receives
+    the private copy of the ciphertext; it is free again when this returns."""
     try:
-        ciphertext = shm.read(ticket.segment, ticket.size, prefix)
+        ciphertext = shm.read(ticket.segment, ticket.size, prefix, into=scratch)
     except shm.SegmentMissingError as exc:
         raise BroadcastMissingError(f"broadcast of round {rnd} from {sender!r}: {exc}") from None
     except shm.SegmentError as exc:

@@ -93,7 +93,7 @@ class SecureChannel:
         self._send_seq = 0
         self._recv_seq = 0
 
-    def seal(self, kind: str, payload: bytes | bytearray) -> Envelope:
+    def seal(self, kind: str, payload: bytes | bytearray | memoryview) -> Envelope:
         """Encrypt `payload` as the next message from local to peer."""
         env = Envelope(kind, self.local.role, self.peer.role, self._send_seq, b"")
         nonce = _nonce(env.src, env.dst, env.seq)
@@ -101,7 +101,7 @@ class SecureChannel:
         self._send_seq += 1
         return Envelope(env.kind, env.src, env.dst, env.seq, body)
 
-    def seal_into(self, kind: str, payload: bytes | bytearray, out: memoryview) -> Envelope:
+    def seal_into(self, kind: str, payload: bytes | bytearray | memoryview, out: memoryview) -> Envelope:
         """Like `seal`, but the body (exactly `sealed_size(len(payload))` bytes) is written into `out`;
         returns the envelope's header with an empty body."""
         if out.nbytes != self.sealed_size(len(payload)):

@@ -1,9 +1,14 @@
 """Fixed-point codec: real-valued updates to integers modulo M = 2^32 or 2^64, and back.
 
-Masking only hides anything in a finite group, so updates are clipped to [-clip, clip], optionally
-multiplied by a public weight (the sample count), scaled by 2^scale_bits and rounded. Integers add
-modulo M; a sum decodes correctly as long as its true value stays inside (-M/2, M/2), which
-`check_capacity` enforces before any work is done.
+Masking only hides anything in a finite group, so updates are clipped to [-clip, clip], multiplied by
+a public weight, scaled by 2^scale_bits and rounded. Integers add modulo M; a sum decodes correctly as
+long as its true value stays inside (-M/2, M/2), which `check_capacity` enforces before any work is done.
+
+The protocol weights each party by its share of the attempt's samples (n_i / N, so the weights sum to
+one): the total is then the weighted mean itself, bounded by `clip` whatever the number of parties or
+samples. That is why 2^32 is the default: clip 8 with 27 scale bits uses 2^30 of the 2^31 signed range,
+and the unused half absorbs the rounding of any realistic number of parties. 2^64 buys 32 more bits of
+precision at twice the bytes on the wire.
 
 Error bound (tested): each party's rounding error is at most 0.5/scale with nearest rounding and below
 1/scale with stochastic rounding (which is unbiased), so a sum of n encodings decodes within
@@ -32,8 +37,8 @@ class FixedPointCodec:
     """Encode floats as integers mod 2^modulus_bits with 2^scale_bits steps per unit."""
 
     clip: float = 8.0
-    scale_bits: int = 20
-    modulus_bits: int = 64
+    scale_bits: int = 27
+    modulus_bits: int = 32
     rounding: Rounding = "nearest"
 
     def __post_init__(self) -> None:
@@ -70,17 +75,18 @@ class FixedPointCodec:
         return _UNSIGNED[self.modulus_bits]
 
     def capacity(self) -> float:
-        """The largest total weight (number of parties, or of samples) a sum can hold without wrapping."""
+        """The largest total weight a sum can hold without wrapping (the protocol's weights sum to 1)."""
         return (self.modulus / 2) / (self.clip * self.scale)
 
-    def check_capacity(self, total_weight: float) -> None:
-        """Raise CodecError unless total_weight * clip * scale < M/2, i.e. no sum can wrap around."""
-        if not total_weight * self.clip * self.scale < self.modulus / 2:
+    def check_capacity(self, total_weight: float, parties: int = 0) -> None:
+        """Raise CodecError unless total_weight * clip * scale + parties < M/2: no sum of `parties`
+        encodings whose weights add up to `total_weight` can wrap around (each rounding adds < 1 unit)."""
+        if not total_weight * self.clip * self.scale + parties < self.modulus / 2:
             raise CodecError(
-                f"a sum of total weight {total_weight:g} could wrap around: need total_weight * clip * scale "
-                f"< M/2, but {total_weight:g} * {self.clip:g} * 2^{self.scale_bits} >= 2^{self.modulus_bits - 1}; "
-                f"lower clip or scale_bits, use modulus_bits=64, or use fewer parties (capacity "
-                f"{self.capacity():.6g})"
+                f"a sum of total weight {total_weight:g} over {parties} parties could wrap around: need "
+                f"total_weight * clip * scale + parties < M/2, but {total_weight:g} * {self.clip:g} * "
+                f"2^{self.scale_bits} + {parties} >= 2^{self.modulus_bits - 1}; lower clip or scale_bits, or use "
+                f"modulus_bits=64 (capacity {self.capacity():.6g})"
             )
 
     def error_bound(self, n: int) -> float:
@@ -88,8 +94,10 @@ class FixedPointCodec:
         per_party = 0.5 if self.rounding == "nearest" else 1.0
         return n * per_party / self.scale
 
-    def encode(self, x: np.ndarray, *, weight: float = 1.0, rng: np.random.Generator | None = None) -> np.ndarray:
-        """Clip `x` to [-clip, clip], multiply by `weight`, scale and round; returns dtype() integers."""
+    def encode(self, x: np.ndarray, *, weight: float = 1.0, rng: np.random.Generator | None = None,
+               out: np.ndarray | None = None) -> np.ndarray:
+        """Clip `x` to [-clip, clip], multiply by `weight`, scale and round; returns dtype() integers
+        shaped like `x` (written into `out` when given: a writable contiguous dtype() vector of x.size)."""
         if weight <= 0 or not np.isfinite(weight):
             raise CodecError(f"weight must be positive and finite, got {weight!r}")
         self.check_capacity(weight)
@@ -104,21 +112,27 @@ class FixedPointCodec:
         factor = float(weight) * self.scale
         bound = self.clip * factor
         flat = x.reshape(-1)
-        out = np.empty(flat.size, dtype=_SIGNED[self.modulus_bits])
+        if out is None:
+            out = np.empty(flat.size, dtype=self.dtype)
+        elif (out.dtype != self.dtype or out.shape != (flat.size,) or not out.flags.c_contiguous
+              or not out.flags.writeable):
+            raise CodecError(f"encode output must be a writable contiguous {np.dtype(self.dtype).name}[{flat.size}], "
+                             f"got {out.dtype}{out.shape}")
+        signed = out.view(_SIGNED[self.modulus_bits])
         scratch = np.empty(min(ENCODE_BLOCK, flat.size), dtype=np.float64)
         for start in range(0, flat.size, ENCODE_BLOCK):
             block = flat[start:start + ENCODE_BLOCK]
             scaled = scratch[:block.size]
             np.multiply(block, factor, out=scaled, dtype=np.float64)
             np.clip(scaled, -bound, bound, out=scaled)
-            target = out[start:start + block.size]
+            target = signed[start:start + block.size]
             if self.rounding == "nearest":
                 np.rint(scaled, out=target, casting="unsafe")  # round and convert in one pass
             else:
                 assert rng is not None  # draws continue the same stream block by block
                 floor = np.floor(scaled)
                 np.add(floor, rng.random(block.size) < (scaled - floor), out=target, casting="unsafe")
-        return out.reshape(x.shape).view(self.dtype)
+        return out.reshape(x.shape)
 
     def decode(self, y: np.ndarray, *, weight: float = 1.0) -> np.ndarray:
         """Signed value of each integer (centred mod M), divided by scale and `weight`; float64."""

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 
 from siegecraft.enclave.errors import MaskReuseError
 
@@ -55,13 +55,37 @@ class MaskDomain:
         ])
 
 
+def _keystream(seed: bytes, domain: MaskDomain, tensor: int, modulus_bits: int) -> CipherContext:
+    """AES-256-CTR keyed by HMAC-SHA256(seed, domain label of the tensor): a PRF keyed by the secret seed,
+    so keystreams of different rounds, attempts, parties and tensors are independent."""
+    key = hmac.new(seed, domain.tensor_label(tensor, modulus_bits), hashlib.sha256).digest()
+    return Cipher(algorithms.AES(key), modes.CTR(_ZERO_IV)).encryptor()
+
+
+def _combine(seed: bytes, domain: MaskDomain, layout: Sequence[int], modulus_bits: int, vector: np.ndarray,
+             out: np.ndarray, op: np.ufunc) -> np.ndarray:
+    """out = op(vector, mask) with the mask of (seed, domain) generated one cache-sized chunk at a time."""
+    if len(seed) != SEED_BYTES:
+        raise ValueError(f"mask seeds must be {SEED_BYTES} bytes, got {len(seed)}")
+    chunk = np.empty(len(_ZEROS) // out.itemsize, dtype=out.dtype)
+    chunk_bytes = memoryview(chunk.view(np.uint8))
+    offset = 0
+    for tensor, size in enumerate(layout):
+        stream = _keystream(seed, domain, tensor, modulus_bits)
+        for start in range(offset, offset + size, chunk.size):
+            n = min(chunk.size, offset + size - start)
+            stream.update_into(_ZEROS[:n * out.itemsize], chunk_bytes[:n * out.itemsize])
+            op(vector[start:start + n], chunk[:n], out=out[start:start + n])
+        offset += size
+    return out
+
+
 def expand_mask(seed: bytes, domain: MaskDomain, layout: Sequence[int], modulus_bits: int,
                 out: np.ndarray | None = None) -> np.ndarray:
     """Deterministic uniform integers mod 2^modulus_bits for every tensor in `layout`, concatenated
     (written into `out` when given: a contiguous vector of the modulus's dtype and the layout's size).
 
-    The AES key of tensor t is HMAC-SHA256(seed, domain label of t): a PRF keyed by the secret seed,
-    so keystreams of different rounds, attempts, parties and tensors are independent.
+    Tensor t's keystream is `_keystream(seed, domain, t)`.
     """
     if len(seed) != SEED_BYTES:
         raise ValueError(f"mask seeds must be {SEED_BYTES} bytes, got {len(seed)}")
@@ -73,10 +97,9 @@ def expand_mask(seed: bytes, domain: MaskDomain, layout: Sequence[int], modulus_
         raise ValueError(f"mask output must be a writable contiguous {dtype.name}[{total}], got {out.dtype}{out.shape}")
     offset = 0
     for tensor, size in enumerate(layout):
-        key = hmac.new(seed, domain.tensor_label(tensor, modulus_bits), hashlib.sha256).digest()
         # keystream = AES-CTR encryption of zeros, written straight into the output
         window = memoryview(out[offset:offset + size].view(np.uint8))
-        stream = Cipher(algorithms.AES(key), modes.CTR(_ZERO_IV)).encryptor()
+        stream = _keystream(seed, domain, tensor, modulus_bits)
         for start in range(0, window.nbytes, len(_ZEROS)):
             chunk = window[start:start + len(_ZEROS)]
             stream.update_into(_ZEROS[:chunk.nbytes], chunk)
@@ -105,21 +128,28 @@ class MaskGrant:
             raise ValueError(f"correction has {self.correction.size} entries, layout needs {sum(layout)}")
         return self.correction
 
-    def mask_into(self, encoded: np.ndarray, layout: Sequence[int], modulus_bits: int, out: np.ndarray) -> np.ndarray:
-        """out = encoded + this mask (mod M), expanding the keystream straight into `out`; returns `out`.
+    def add_to(self, vector: np.ndarray, layout: Sequence[int], modulus_bits: int,
+               out: np.ndarray | None = None) -> np.ndarray:
+        """out = vector + this mask (mod M); `out` defaults to `vector` itself (in place). Returns `out`.
+        The keystream is generated one cache-sized chunk at a time and added straight away, so the mask
+        never exists as a whole.
 
-        Raises ValueError when the mask cannot fit `encoded` (a malformed correction or layout)."""
+        Raises ValueError when the mask cannot fit `vector` (a malformed correction or layout)."""
         dtype = np.dtype(np.uint64 if modulus_bits == 64 else np.uint32)
-        if encoded.dtype != dtype or encoded.ndim != 1 or encoded.size != sum(layout):
-            raise ValueError(f"mask {dtype.name}[{sum(layout)}] does not fit the update {encoded.dtype}{encoded.shape}")
-        if self.seed is not None:
-            expand_mask(self.seed, self.domain, layout, modulus_bits, out=out)
-            return np.add(out, encoded, out=out)
-        correction = self.materialize(layout, modulus_bits)  # checks the correction's size
-        if correction.dtype != dtype or correction.shape != encoded.shape:
-            raise ValueError(f"correction {correction.dtype}{correction.shape} does not fit the update "
-                             f"{encoded.dtype}{encoded.shape}")
-        return np.add(encoded, correction, out=out)
+        total = int(sum(layout))
+        out = vector if out is None else out
+        for arr in (vector, out):
+            if arr.dtype != dtype or arr.shape != (total,) or not arr.flags.c_contiguous:
+                raise ValueError(f"mask {dtype.name}[{total}] does not fit the update {arr.dtype}{arr.shape}")
+        if not out.flags.writeable:
+            raise ValueError("the masked output is not writable")
+        if self.seed is None:
+            correction = self.materialize(layout, modulus_bits)  # checks the correction's size
+            if correction.dtype != dtype or correction.shape != vector.shape:
+                raise ValueError(f"correction {correction.dtype}{correction.shape} does not fit the update "
+                                 f"{vector.dtype}{vector.shape}")
+            return np.add(vector, correction, out=out)
+        return _combine(self.seed, self.domain, layout, modulus_bits, vector, out, np.add)
 
 
 class ZeroSumMaskIssuer:
@@ -146,12 +176,10 @@ class ZeroSumMaskIssuer:
         grants: dict[str, MaskGrant] = {}
         dtype = np.uint64 if self.modulus_bits == 64 else np.uint32
         correction = np.zeros(sum(self.layout), dtype=dtype)
-        scratch = np.empty_like(correction)  # every other party's mask is expanded here in turn
-        for party in parties[:-1]:
+        for party in parties[:-1]:  # each mask is subtracted chunk by chunk as its keystream is generated
             domain = MaskDomain(self.session, rnd, attempt, party)
             seed = fresh_seed()
-            expand_mask(seed, domain, self.layout, self.modulus_bits, out=scratch)
-            np.subtract(correction, scratch, out=correction)
+            _combine(seed, domain, self.layout, self.modulus_bits, correction, correction, np.subtract)
             grants[party] = MaskGrant(domain, seed=seed)
         last = parties[-1]
         grants[last] = MaskGrant(MaskDomain(self.session, rnd, attempt, last), correction=correction)

@@ -43,6 +43,7 @@ class ModelOwner(Endpoint):
         self.rejections: list[str] = []
         self.session = b""
         self.broadcasts: list[str] = []
+        self.num_samples: dict[int, int] = {}  # client -> samples, as each enclave acknowledged the bundle
 
     def on_rejected(self, env: Envelope, exc: CitadelError) -> None:
         super().on_rejected(env, exc)
@@ -88,6 +89,7 @@ class ModelOwner(Endpoint):
             if "error" in msg.meta:
                 raise BundleError(f"{msg.src} refused the bundle: {msg.meta['error']}")
             counts[waiting.pop(msg.src)] = int(msg.meta["num_samples"])
+        self.num_samples = counts
         return counts
 
     def start_round(self, rnd: int, weights: np.ndarray, clients: list[int]) -> None:
@@ -100,8 +102,11 @@ class ModelOwner(Endpoint):
         sealed = broadcast.seal(pack({"rnd": rnd}, {"weights": weights}), session=self.session, rnd=rnd,
                                 sender=OWNER, prefix=self.mailbox.shm_prefix)
         self.broadcasts.append(sealed.segment)
+        # the planned total lets each enclave encode early; the admin's total for the attempt decides
+        planned = sum(self.num_samples.get(c, 0) for c in clients)
         for c in clients:  # each enclave's ticket carries its own one-time tag
-            self.send(leaf_name(c), "ROUND_START", {"rnd": rnd, "broadcast": sealed.ticket().to_meta()})
+            self.send(leaf_name(c), "ROUND_START", {"rnd": rnd, "broadcast": sealed.ticket().to_meta(),
+                                                    "total_samples": planned})
 
     def end_round(self) -> None:
         """Unlink this round's broadcast segment (late readers then drop out, as if the host withheld it)."""

@@ -38,9 +38,9 @@ class CitadelSpec:
     seed: int
     fanout: int = 10
     on_dropout: str = "remask"
-    clip: float = 8.0
-    scale_bits: int = 20
-    modulus_bits: int = 64
+    clip: float = FixedPointCodec.clip
+    scale_bits: int = FixedPointCodec.scale_bits
+    modulus_bits: int = FixedPointCodec.modulus_bits
     round_timeout_s: float = 120.0
     start_timeout_s: float = 300.0
     train_fn: str = DEFAULT_TRAIN_FN
@@ -58,7 +58,7 @@ class CitadelSpec:
         if empty:
             raise ValueError(f"data owners {empty} have empty partitions")
         codec = FixedPointCodec(self.clip, self.scale_bits, self.modulus_bits)
-        codec.check_capacity(sum(len(p) for p in self.partitions))
+        codec.check_capacity(1.0, parties=len(self.partitions))  # the weights n_i / N sum to one
         return codec
 
 

@@ -170,7 +170,7 @@ class CitadelSession:
                 self.processes[role] = proc
             self.owner.connect(policy, cfg.start_timeout_s)
             self.num_samples = self.owner.deploy(cfg.bundle, [p.client_id for p in cfg.parties], cfg.start_timeout_s)
-            cfg.codec.check_capacity(sum(self.num_samples.values()))
+            cfg.codec.check_capacity(1.0, parties=len(cfg.parties))  # weights n_i / N sum to one
         except BaseException:
             self.close()
             raise

@@ -24,6 +24,8 @@ import secrets
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
+
 from siegecraft.enclave.errors import ChannelError
 
 SHM_DIR = Path("/dev/shm")
@@ -77,11 +79,16 @@ def write(prefix: str, data: bytes | bytearray | memoryview) -> str:
     return name
 
 
-def read(name: str, size: int, prefix: str) -> bytearray:
-    """A private copy of segment `name`, which must hold exactly `size` bytes; raises SegmentError."""
+def read(name: str, size: int, prefix: str, into: bytearray | None = None) -> memoryview:
+    """A private, writable copy of segment `name`, which must hold exactly `size` bytes; raises SegmentError.
+
+    With `into` (at least `size` bytes), the copy lands in its start and a view of those bytes is returned:
+    a reader that copies one segment per round reuses its buffer instead of allocating one."""
     check_name(name, prefix)
     if not 0 < size <= MAX_SEGMENT_BYTES:
         raise SegmentError(f"segment size {size} out of range")
+    if into is not None and len(into) < size:
+        raise ValueError(f"buffer of {len(into)} bytes cannot hold a segment of {size}")
     try:
         fd = _posixshmem.shm_open("/" + name, os.O_RDONLY, mode=0o600)
     except FileNotFoundError:
@@ -90,7 +97,8 @@ def read(name: str, size: int, prefix: str) -> bytearray:
         actual = os.fstat(fd).st_size
         if actual != size:
             raise SegmentError(f"segment {name} holds {actual} bytes, {size} were announced (truncated or altered)")
-        buf = bytearray(size)
+        # a fresh buffer is left uninitialised (every byte is read into it below, or it is discarded)
+        buf = memoryview(np.empty(size, dtype=np.uint8) if into is None else into)[:size]
         view, done = memoryview(buf), 0
         while done < size:
             got = os.preadv(fd, [view[done:]], done)

@@ -80,7 +80,7 @@ class Mailbox:
             frame = env.to_bytes()
         self._send_frame(frame, segment)
 
-    def send_sealed(self, channel: SecureChannel, kind: str, payload: bytes | bytearray) -> None:
+    def send_sealed(self, channel: SecureChannel, kind: str, payload: bytes | bytearray | memoryview) -> None:
         """Seal `payload` on `channel` and send it. A bulk body is encrypted into this mailbox's reusable
         scratch buffer and written from there into its segment: no fresh multi-megabyte allocation (and
         its page faults) per message. A small one travels inline, exactly as `send` would send it."""
@@ -130,7 +130,7 @@ class Mailbox:
         assert ref is not None
         if self.shm_prefix is None:
             raise ChannelError(f"{self.name}: reference frame received, but shared memory is not enabled")
-        body: bytes | bytearray = b""
+        body: bytes | bytearray | memoryview = b""
         try:
             shm.check_name(ref.segment, self.shm_prefix)
             try:

@@ -42,7 +42,7 @@ class Envelope:
     src: str
     dst: str
     seq: int
-    body: bytes | bytearray  # bytearray when it was copied out of a shared-memory segment
+    body: bytes | bytearray | memoryview  # a memoryview when it was copied out of a shared-memory segment
 
     @property
     def sealed(self) -> bool:
@@ -95,20 +95,36 @@ def pack(meta: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> b
     return b"".join([prefix, *(arr.view(np.uint8).data for arr in flat.values())])
 
 
-def payload_buffer(meta: dict[str, Any], arrays: dict[str, tuple[str, int]]) -> tuple[bytearray, dict[str, np.ndarray]]:
+def payload_buffer(meta: dict[str, Any], arrays: dict[str, tuple[str, int]],
+                   scratch: bytearray | None = None) -> tuple[bytearray | memoryview, dict[str, np.ndarray]]:
     """A payload in `pack`'s format whose arrays (name -> (dtype, size)) are left for the caller to fill.
 
     Returns the buffer and writable views of its arrays: a sender that computes straight into the views
-    skips `pack`'s copy of every array (what a masked update of many megabytes costs)."""
+    skips `pack`'s copy of every array (what a masked update of many megabytes costs). With `scratch`
+    (large enough), the payload is a view of its start instead of a fresh buffer, so a sender that
+    builds one such payload per round reuses memory it already has; the caller must fill every array
+    and must not reuse `scratch` while the payload is still needed."""
     specs = [(name, dtype, int(size)) for name, (dtype, size) in arrays.items()]
     prefix = _prefix(meta, specs)
-    buf = bytearray(len(prefix) + sum(np.dtype(d).itemsize * n for _, d, n in specs))
+    size = len(prefix) + sum(np.dtype(d).itemsize * n for _, d, n in specs)
+    if scratch is None:
+        buf: bytearray | memoryview = bytearray(size)
+    elif len(scratch) < size:
+        raise ValueError(f"scratch holds {len(scratch)} bytes, the payload needs {size}")
+    else:
+        buf = memoryview(scratch)[:size]
     buf[:len(prefix)] = prefix
     views, offset = {}, len(prefix)
     for name, dtype, size in specs:
         views[name] = np.frombuffer(buf, dtype=dtype, count=size, offset=offset)
         offset += np.dtype(dtype).itemsize * size
     return buf, views
+
+
+def payload_size(meta: dict[str, Any], arrays: dict[str, tuple[str, int]]) -> int:
+    """The size of `payload_buffer(meta, arrays)` (for sizing a scratch buffer)."""
+    specs = [(name, dtype, int(size)) for name, (dtype, size) in arrays.items()]
+    return len(_prefix(meta, specs)) + sum(np.dtype(d).itemsize * n for _, d, n in specs)
 
 
 def unpack(payload: bytes | bytearray) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -5,8 +5,8 @@ allowed measurement, the tree, the update layout). The admin then runs mutual at
 role and, once all passed, releases to each only the attested keys of the peers it must talk to.
 
 Per round: phase 1 waits until every planned training enclave reported READY (its update is computed
-and encoded) or the deadline passed; phase 2 issues fresh masks to the survivors and tells each active
-aggregator which children to wait for. A party lost in either phase either aborts the round
+and encoded) or the deadline passed; phase 2 issues fresh masks to the survivors, with their total sample count (each
+weights its update by its share of it), and tells each active aggregator which children to wait for. A party lost in either phase either aborts the round
 (on_dropout="abort") or triggers a new attempt with freshly drawn masks for the survivors ("remask").
 """
 
@@ -283,15 +283,18 @@ class AdminRole(EnclaveRole):
             grants = self.issuer.issue(state.rnd, state.attempt, survivors)
         state.precomputed = None
         state.survivors, state.submitted, state.phase = list(survivors), set(), "aggregate"
+        # each survivor encodes with weight n_i / total: the weights of an attempt sum to one
+        total = sum(state.ready[s] for s in survivors)
         for node, kids in self.tree.live_children(survivors).items():
             meta: dict[str, Any] = {"rnd": state.rnd, "attempt": state.attempt, "children": kids}
             if node == self.tree.root:
                 meta["t_ready"] = state.t_ready
                 meta["survivors"] = [client_of(s) for s in survivors]
+                meta["total_samples"] = total
             self.send(node, "EXPECT", meta)
         for party in survivors:
             grant = grants[party]
-            meta = {"rnd": state.rnd, "attempt": state.attempt, "layout": self.layout,
+            meta = {"rnd": state.rnd, "attempt": state.attempt, "layout": self.layout, "total_samples": total,
                     "seed": grant.seed.hex() if grant.seed is not None else None}
             arrays = {"correction": grant.correction} if grant.correction is not None else None
             self.send(party, "MASK", meta, arrays)

@@ -2,8 +2,8 @@
 
 An intermediate aggregator only ever holds masked vectors and masked partial sums (uniformly random
 on their own, because the masks of any strict subset of parties do not cancel). The root holds the
-sum over every surviving party, where the masks cancel: it decodes the weighted total, divides by
-the public total sample count and sends the mean update to the model owner over their channel.
+sum over every surviving party, where the masks cancel and the weights n_i / N sum to one: it decodes
+the sample-weighted mean update and sends it to the model owner over their channel.
 """
 
 from __future__ import annotations
@@ -116,11 +116,16 @@ class AggregatorRole(EnclaveRole):
             self.send(str(self.parent), "PARTIAL", meta, {"v": total})
 
     def _finish(self, total: np.ndarray, meta: dict[str, Any], expect: dict[str, Any]) -> None:
-        """Root only: the masks cancelled; decode, divide by the public sample count, report."""
+        """Root only: the masks cancelled and the weights (n_i / N) summed to one, so the decoded total
+        is the sample-weighted mean update; report it once the counts add up to the admin's N."""
         t_total = time.monotonic()
         num_samples = sum(meta["counts"].values())
-        self.codec.check_capacity(num_samples)
-        mean = self.codec.decode(total) / num_samples
+        if num_samples != int(expect["total_samples"]):
+            self.audit("rejected", kind="RESULT", rnd=meta["rnd"], attempt=meta["attempt"])
+            self.send(ADMIN, "ALERT", {"reason": f"{self.id}: the inputs' sample counts add up to {num_samples}, "
+                                       f"the admin's total is {expect['total_samples']}", "rnd": meta["rnd"]})
+            return
+        mean = self.codec.decode(total)
         self.send(OWNER, "RESULT", {**meta, "num_samples": num_samples, "t_ready": expect.get("t_ready", 0.0),
                                     "t_total": t_total}, {"mean": mean})
         self.send(ADMIN, "AGGREGATED", {"rnd": meta["rnd"], "attempt": meta["attempt"]})

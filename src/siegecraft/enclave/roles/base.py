@@ -79,7 +79,7 @@ class Endpoint:
         """Seal and send on the channel to `dst`."""
         self.mailbox.send_sealed(self.channels[dst], kind, pack(meta, arrays))
 
-    def send_payload(self, dst: str, kind: str, payload: bytearray) -> None:
+    def send_payload(self, dst: str, kind: str, payload: bytearray | memoryview) -> None:
         """Seal and send a payload the caller built in place (`wire.payload_buffer`)."""
         self.mailbox.send_sealed(self.channels[dst], kind, payload)
 

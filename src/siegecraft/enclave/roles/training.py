@@ -2,10 +2,15 @@
 
 It receives the model owner's signed bundle over its attested channel and each round's weights as a
 broadcast (broadcast.py: the ticket arrives on the channel, the ciphertext in shared memory),
-computes (local - global) with the bundle's trainer, multiplies it by its sample count and encodes
-it (READY to the admin), then adds the mask the admin issued for (round, attempt) and sends the
-masked vector to its parent aggregator. The encoded update stays inside this process, so a remask
-after a dropout only needs the new mask.
+computes (local - global) with the bundle's trainer (READY to the admin, with its sample count), then,
+with the mask the admin issues for (round, attempt) and that attempt's total sample count N, sends
+its update encoded with weight n_i / N plus the mask to its parent aggregator. The float update stays
+inside this process, so a remask after a dropout re-encodes it for the survivors' N under the new mask.
+
+Only the admin's N counts. The model owner's ROUND_START carries the planned total as a hint, so the
+enclave can encode while it still waits for the other parties (off the round's critical path); that
+encoding is used only if the admin's N is the same number, otherwise the update is encoded again.
+The rounding generator is seeded by (round, N), so both paths give the same integers.
 
 Fault injection (`faults` in the measured config; tests only): {"crash": {"round": r, "stage":
 "train" | "mask"}} exits the process at that point; {"stall": {"round": r, "seconds": s}} sleeps
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,12 +29,22 @@ import numpy as np
 from siegecraft.enclave import broadcast
 from siegecraft.enclave.bundle import Trainer, load_trainer, verify_bundle
 from siegecraft.enclave.codec import FixedPointCodec
-from siegecraft.enclave.errors import BundleError, CitadelError, MaskReuseError
+from siegecraft.enclave.errors import BundleError, CitadelError, CodecError, MaskReuseError
 from siegecraft.enclave.masks import MaskDomain, MaskGrant, MaskLedger
 from siegecraft.enclave.roles.base import ADMIN, OWNER, EnclaveRole, Message
-from siegecraft.enclave.wire import payload_buffer, unpack
+from siegecraft.enclave.wire import payload_buffer, payload_size, unpack
 
 CRASH_EXIT_CODE = 17
+
+
+@dataclass
+class PendingUpdate:
+    """A round's float update, kept until the round ends; `encoded` is its encoding for the hinted total."""
+
+    rnd: int
+    delta: np.ndarray
+    hint: int | None = None
+    encoded: np.ndarray | None = None
 
 
 class TrainingRole(EnclaveRole):
@@ -44,7 +60,11 @@ class TrainingRole(EnclaveRole):
         self.parent = str(self.config["parent"])
         self.faults: dict[str, Any] = dict(self.config.get("faults") or {})
         self.ledger = MaskLedger()
-        self.pending_update: tuple[int, np.ndarray] | None = None
+        self.pending_update: PendingUpdate | None = None
+        # reused every round: the private copy of the broadcast's ciphertext, and the payload that is
+        # encoded, masked and sealed in place (both are consumed before the next round needs them)
+        self.ciphertext_scratch = bytearray()
+        self.payload_scratch = bytearray()
         msg = self.wait_for(lambda m: m.kind == "BUNDLE" and m.src == OWNER, self.start_timeout_s,
                             "the model owner's bundle")
         try:
@@ -73,11 +93,11 @@ class TrainingRole(EnclaveRole):
             rnd = int(msg.meta["rnd"])
             weights = self._open_broadcast(rnd, msg.meta)
             if weights is not None:
-                self._train(rnd, weights)
+                self._train(rnd, weights, msg.meta.get("total_samples"))
         elif msg.kind == "MASK" and msg.src == ADMIN:
             self._mask(msg)
         elif msg.kind == "ABORT" and msg.src == ADMIN:
-            if self.pending_update is not None and self.pending_update[0] <= int(msg.meta["rnd"]):
+            if self.pending_update is not None and self.pending_update.rnd <= int(msg.meta["rnd"]):
                 self.pending_update = None
         else:
             self.audit("ignored", kind=msg.kind, src=msg.src)
@@ -86,8 +106,10 @@ class TrainingRole(EnclaveRole):
         """The round's global weights from the owner's broadcast; None (after telling the admin) if refused."""
         try:
             ticket = broadcast.Ticket.from_meta(meta["broadcast"])
+            if len(self.ciphertext_scratch) < ticket.size:
+                self.ciphertext_scratch = bytearray(ticket.size)
             payload = broadcast.open_ticket(ticket, session=self.session, rnd=rnd, sender=OWNER,
-                                            prefix=str(self.options["shm_prefix"]))
+                                            prefix=str(self.options["shm_prefix"]), scratch=self.ciphertext_scratch)
             inner, arrays = unpack(payload)
             if int(inner["rnd"]) != rnd or "weights" not in arrays:
                 raise broadcast.BroadcastError(f"broadcast payload is for round {inner['rnd']}, not {rnd}")
@@ -101,7 +123,11 @@ class TrainingRole(EnclaveRole):
             return None
         return arrays["weights"]
 
-    def _train(self, rnd: int, weights: np.ndarray) -> None:
+    def _encode(self, delta: np.ndarray, rnd: int, total: int, out: np.ndarray | None = None) -> np.ndarray:
+        rng = np.random.default_rng([self.rounding_seed, self.client_id, rnd, total])
+        return self.codec.encode(delta, weight=self.num_samples / total, rng=rng, out=out)
+
+    def _train(self, rnd: int, weights: np.ndarray, hint: Any = None) -> None:
         self._fault("train", rnd)
         if self.num_samples <= 0:
             self.send(ADMIN, "READY", {"rnd": rnd, "ok": False, "reason": "no training data"})
@@ -119,16 +145,21 @@ class TrainingRole(EnclaveRole):
             self.pending_update = None
             self.send(ADMIN, "READY", {"rnd": rnd, "ok": False, "reason": "the update contains NaN or inf"})
             return
-        rng = np.random.default_rng([self.rounding_seed, self.client_id, rnd])
-        encoded = self.codec.encode(delta, weight=self.num_samples, rng=rng)
-        self.pending_update = (rnd, encoded)
+        pending = PendingUpdate(rnd, delta.reshape(-1))
+        if isinstance(hint, int) and hint >= self.num_samples:  # the owner's planned total (a hint only)
+            try:
+                pending.hint, pending.encoded = hint, self._encode(pending.delta, rnd, hint)
+            except CodecError:
+                pending.hint = None  # encoded at mask time instead
+        self.pending_update = pending
         self.send(ADMIN, "READY", {"rnd": rnd, "ok": True, "num_samples": self.num_samples,
                                    "train_s": time.monotonic() - start})
 
     def _mask(self, msg: Message) -> None:
         rnd, attempt = int(msg.meta["rnd"]), int(msg.meta["attempt"])
-        if self.pending_update is None or self.pending_update[0] != rnd:
-            self.audit("ignored", kind="MASK", rnd=rnd, reason="no encoded update for this round")
+        pending = self.pending_update
+        if pending is None or pending.rnd != rnd:
+            self.audit("ignored", kind="MASK", rnd=rnd, reason="no update for this round")
             return
         try:
             self.ledger.claim(rnd, attempt)
@@ -141,15 +172,25 @@ class TrainingRole(EnclaveRole):
         grant = MaskGrant(domain, seed=bytes.fromhex(seed)) if seed else MaskGrant(
             domain, correction=msg.arrays["correction"])
         layout = [int(s) for s in msg.meta["layout"]]
-        encoded = self.pending_update[1]
+        total = int(msg.meta["total_samples"])
+        if not 0 < self.num_samples <= total:
+            self.refuse(CitadelError(f"attempt total of {total} samples cannot include this party's "
+                                     f"{self.num_samples}"), rnd=rnd)
+            return
         meta = {"rnd": rnd, "attempt": attempt, "counts": {str(self.client_id): self.num_samples},
                 "t_sent": time.monotonic()}
-        # the masked vector is computed straight into the payload that gets sealed (no copies of it);
-        # the encoded update itself stays intact for a remask
-        payload, views = payload_buffer(meta, {"v": (encoded.dtype.name, encoded.size)})
+        # the masked vector is computed straight into the payload that gets sealed; the float update
+        # (and an encoding made from the owner's hint) stay intact for a remask
+        spec = {"v": (np.dtype(self.codec.dtype).name, pending.delta.size)}
+        if len(self.payload_scratch) < payload_size(meta, spec):
+            self.payload_scratch = bytearray(payload_size(meta, spec) + 1024)  # room for a longer header
+        payload, views = payload_buffer(meta, spec, scratch=self.payload_scratch)
         try:
-            grant.mask_into(encoded, layout, self.codec.modulus_bits, out=views["v"])
-        except ValueError as exc:
+            if pending.encoded is not None and pending.hint == total:
+                grant.add_to(pending.encoded, layout, self.codec.modulus_bits, out=views["v"])
+            else:
+                grant.add_to(self._encode(pending.delta, rnd, total, out=views["v"]), layout, self.codec.modulus_bits)
+        except (CodecError, ValueError) as exc:
             self.refuse(CitadelError(str(exc)), rnd=rnd)
             return
         del views

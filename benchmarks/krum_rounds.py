@@ -7,6 +7,7 @@ Writes benchmarks/results/krum_rounds.json.
 
     .venv/bin/python benchmarks/krum_rounds.py              # 30 rounds, about 9 minutes on 2 idle cores
     .venv/bin/python benchmarks/krum_rounds.py --quick      # digits, 3 rounds: a smoke run
+    .venv/bin/python benchmarks/krum_rounds.py --lr-decay 0.9 --json benchmarks/results/krum_rounds_decay.json
 """
 
 from __future__ import annotations
@@ -50,13 +51,16 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=30)
     p.add_argument("--train-limit", type=int, default=60000)
     p.add_argument("--test-limit", type=int, default=10000)
+    p.add_argument("--lr-decay", type=float, default=1.0, help="train.lr_decay: lr x this every round")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", type=Path, default=Path("runs/krum_rounds"))
+    p.add_argument("--json", type=Path, default=RESULTS, help="where the results go")
     args = p.parse_args()
     base = argparse.Namespace(train_limit=args.train_limit, test_limit=args.test_limit, epochs=2, clients=20,
                               seed=0, rounds=3 if args.quick else args.rounds, quick=args.quick)
     raw = defense_matrix.base_config(base)
     raw["fl"]["eval_every"] = 1
+    raw["train"]["lr_decay"] = args.lr_decay
     jobs = [(a, d, raw, str(args.out)) for a, d in CELLS]
     t0 = time.perf_counter()
     with get_context("spawn").Pool(len(jobs)) as pool:
@@ -64,15 +68,19 @@ def main() -> None:
     fedavg, krum = cells
     gap = [round(f - k, 4) for f, k in zip(fedavg["accuracy_per_round"], krum["accuracy_per_round"])]
     out = {
-        "benchmark": "krum_rounds", "command": "python benchmarks/krum_rounds.py" + (" --quick" if args.quick else ""),
+        "benchmark": "krum_rounds",
+        "command": "python benchmarks/krum_rounds.py" + (" --quick" if args.quick else "")
+        + (f" --rounds {args.rounds}" if args.rounds != 30 else "")
+        + (f" --lr-decay {args.lr_decay}" if args.lr_decay != 1.0 else ""),
         "setup": {"dataset": raw["data"]["dataset"], "train_limit": raw["data"].get("train_limit"),
                   "test_limit": raw["data"].get("test_limit"), "rounds": raw["fl"]["rounds"], "clients": 20,
-                  "local_epochs": 2, "model": "cnn(width=16, hidden=64)", "adversaries": ADVERSARIES,
+                  "local_epochs": 2, "lr": raw["train"]["lr"], "lr_decay": args.lr_decay,
+                  "model": "cnn(width=16, hidden=64)", "adversaries": ADVERSARIES,
                   "torch_threads_per_run": 1},
         "cells": cells, "fedavg_minus_krum_per_round": gap,
         "within_3_points_at_end": gap[-1] <= 0.03, "wall_s": round(time.perf_counter() - t0, 1),
     }
-    out_path = RESULTS if not args.quick else args.out / "krum_rounds_quick.json"
+    out_path = args.json if not args.quick else args.out / "krum_rounds_quick.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(out, indent=2) + "\n")
     for c in cells:

@@ -17,7 +17,8 @@ from siegecraft.data import ImageDataset
 
 
 class TrainConfig(BaseModel):
-    """Local optimiser settings; `steps` (when set) overrides `epochs`."""
+    """Local optimiser settings; `steps` (when set) overrides `epochs`; `lr_decay` is a per-round schedule
+    that federations apply through `for_round` (local_train itself uses `lr` as given)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -27,6 +28,13 @@ class TrainConfig(BaseModel):
     epochs: int = Field(1, ge=1)
     steps: int | None = Field(None, ge=1)
     batch_size: int = Field(64, ge=1)
+    lr_decay: float = Field(1.0, gt=0, le=1, description="a federation multiplies lr by this every round")
+
+    def for_round(self, rnd: int) -> TrainConfig:
+        """The settings of federated round `rnd` (1-based): lr * lr_decay^(rnd - 1), the rest unchanged."""
+        if self.lr_decay == 1.0 or rnd <= 1:
+            return self
+        return self.model_copy(update={"lr": self.lr * self.lr_decay ** (rnd - 1)})
 
 
 @dataclass

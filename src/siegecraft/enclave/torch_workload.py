@@ -62,7 +62,8 @@ class LocalSGDTrainer:
     def update(self, rnd: int, global_weights: np.ndarray) -> np.ndarray:
         start = torch.from_numpy(np.ascontiguousarray(global_weights, dtype=np.float32))
         load_flat_params(self.model, start)
-        self.train_fn(self.model, self.data, self.cfg, seed=client_seed(self.seed, rnd, self.client_id))
+        cfg = self.cfg.for_round(rnd)
+        self.train_fn(self.model, self.data, cfg, seed=client_seed(self.seed, rnd, self.client_id))
         return (flat_params(self.model) - start).numpy()
 
 

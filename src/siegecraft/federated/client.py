@@ -53,6 +53,7 @@ class ClientTrainer:
         """Benign update of `client_id` in round `rnd` (optionally on substitute `data`)."""
         data = data if data is not None else self.client_data(client_id)
         load_flat_params(self.model, global_weights)
-        stats = local_train(self.model, data, self.train_cfg, seed=client_seed(self.seed, rnd, client_id))
+        cfg = self.train_cfg.for_round(rnd)
+        stats = local_train(self.model, data, cfg, seed=client_seed(self.seed, rnd, client_id))
         update = flat_params(self.model) - global_weights
         return ClientUpdate(client_id, update, len(data), {"loss": stats["loss"]})

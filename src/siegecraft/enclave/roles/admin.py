@@ -4,9 +4,10 @@ Setup: the model owner attests the admin (quote over the owner's nonce) and send
 allowed measurement, the tree, the update layout). The admin then runs mutual attestation with every
 role and, once all passed, releases to each only the attested keys of the peers it must talk to.
 
-Per round: phase 1 waits until every planned training enclave reported READY (its update is computed
-and encoded) or the deadline passed; phase 2 issues fresh masks to the survivors, with their total sample count (each
-weights its update by its share of it), and tells each active aggregator which children to wait for. A party lost in either phase either aborts the round
+Per round: phase 1 waits until every planned training enclave reported READY (its update is computed)
+or the deadline passed; phase 2 issues fresh masks to the survivors, each with the survivors' total
+sample count N (a party weighs its update by n_i / N), and tells each active aggregator which children
+to wait for (the root also gets N). A party lost in either phase either aborts the round
 (on_dropout="abort") or triggers a new attempt with freshly drawn masks for the survivors ("remask").
 """
 

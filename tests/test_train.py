@@ -28,9 +28,9 @@ def test_for_round_decays_lr_geometrically_and_changes_nothing_else() -> None:
 
 def test_client_trainer_trains_round_r_with_the_decayed_lr() -> None:
     data = load_dataset("digits", "train")
-    parts = [list(range(0, 60)), list(range(60, 120))]
+    parts = [list(range(60)), list(range(60, 120))]
     cfg = TrainConfig(lr=0.05, batch_size=16, lr_decay=0.5)
-    factory = lambda: build_model("cnn", in_channels=1, num_classes=10, image_size=8, width=8, hidden=16)  # noqa: E731
+    factory = lambda: build_model("cnn", in_channels=1, num_classes=10, image_size=8, width=8, hidden=16)
     torch.manual_seed(0)
     weights = flat_params(factory())
     trainer = ClientTrainer(factory, data, parts, cfg, seed=1)

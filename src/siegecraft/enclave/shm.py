@@ -99,9 +99,9 @@ def read(name: str, size: int, prefix: str, into: bytearray | None = None) -> me
             raise SegmentError(f"segment {name} holds {actual} bytes, {size} were announced (truncated or altered)")
         # a fresh buffer is left uninitialised (every byte is read into it below, or it is discarded)
         buf = memoryview(np.empty(size, dtype=np.uint8) if into is None else into)[:size]
-        view, done = memoryview(buf), 0
+        done = 0
         while done < size:
-            got = os.preadv(fd, [view[done:]], done)
+            got = os.preadv(fd, [buf[done:]], done)
             if got == 0:
                 raise SegmentError(f"segment {name} was truncated while being read ({done} of {size} bytes)")
             done += got

@@ -106,7 +106,7 @@ def payload_buffer(meta: dict[str, Any], arrays: dict[str, tuple[str, int]],
     and must not reuse `scratch` while the payload is still needed."""
     specs = [(name, dtype, int(size)) for name, (dtype, size) in arrays.items()]
     prefix = _prefix(meta, specs)
-    size = len(prefix) + sum(np.dtype(d).itemsize * n for _, d, n in specs)
+    size = len(prefix) + _arrays_size(specs)
     if scratch is None:
         buf: bytearray | memoryview = bytearray(size)
     elif len(scratch) < size:
@@ -124,7 +124,11 @@ def payload_buffer(meta: dict[str, Any], arrays: dict[str, tuple[str, int]],
 def payload_size(meta: dict[str, Any], arrays: dict[str, tuple[str, int]]) -> int:
     """The size of `payload_buffer(meta, arrays)` (for sizing a scratch buffer)."""
     specs = [(name, dtype, int(size)) for name, (dtype, size) in arrays.items()]
-    return len(_prefix(meta, specs)) + sum(np.dtype(d).itemsize * n for _, d, n in specs)
+    return len(_prefix(meta, specs)) + _arrays_size(specs)
+
+
+def _arrays_size(specs: list[tuple[str, str, int]]) -> int:
+    return sum(np.dtype(dtype).itemsize * size for _, dtype, size in specs)
 
 
 def unpack(payload: bytes | bytearray) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -182,8 +182,9 @@ class TrainingRole(EnclaveRole):
         # the masked vector is computed straight into the payload that gets sealed; the float update
         # (and an encoding made from the owner's hint) stay intact for a remask
         spec = {"v": (np.dtype(self.codec.dtype).name, pending.delta.size)}
-        if len(self.payload_scratch) < payload_size(meta, spec):
-            self.payload_scratch = bytearray(payload_size(meta, spec) + 1024)  # room for a longer header
+        size = payload_size(meta, spec)
+        if len(self.payload_scratch) < size:
+            self.payload_scratch = bytearray(size + 1024)  # room for a longer header next round
         payload, views = payload_buffer(meta, spec, scratch=self.payload_scratch)
         try:
             if pending.encoded is not None and pending.hint == total:

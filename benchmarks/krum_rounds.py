@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from multiprocessing import get_context
 from pathlib import Path
@@ -69,9 +70,7 @@ def main() -> None:
     gap = [round(f - k, 4) for f, k in zip(fedavg["accuracy_per_round"], krum["accuracy_per_round"])]
     out = {
         "benchmark": "krum_rounds",
-        "command": "python benchmarks/krum_rounds.py" + (" --quick" if args.quick else "")
-        + (f" --rounds {args.rounds}" if args.rounds != 30 else "")
-        + (f" --lr-decay {args.lr_decay}" if args.lr_decay != 1.0 else ""),
+        "command": " ".join(["python", *sys.argv]),
         "setup": {"dataset": raw["data"]["dataset"], "train_limit": raw["data"].get("train_limit"),
                   "test_limit": raw["data"].get("test_limit"), "rounds": raw["fl"]["rounds"], "clients": 20,
                   "local_epochs": 2, "lr": raw["train"]["lr"], "lr_decay": args.lr_decay,

@@ -305,9 +305,10 @@ def flower_peer(parties: int, dim: int, rounds: int) -> None:
         def fit(self, parameters: Any, config: Any) -> tuple[list[np.ndarray], int, dict]:
             # the same arithmetic as our synthetic parties (workloads.synthetic_update, amplitude 0.5):
             # float32 uniform noise in [-0.5, 0.5) plus a pull of the received weights toward zero
+            amplitude = 0.5
             update = np.random.default_rng().random(dim, dtype=np.float32)
-            update *= np.float32(1.0)
-            update -= np.float32(0.5)
+            update *= np.float32(2.0 * amplitude)
+            update -= np.float32(amplitude)
             update -= np.float32(0.1) * np.asarray(parameters[0], dtype=np.float32)
             return [update], 10, {}
 

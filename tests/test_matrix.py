@@ -12,7 +12,16 @@ from typer.testing import CliRunner
 
 from siegecraft.cli import app
 from siegecraft.config import ConfigError, build_experiment, to_toml
-from siegecraft.matrix import Spec, attack_section, defense_section, parse_token, plan_matrix, split_tokens
+from siegecraft.matrix import (
+    MatrixResult,
+    Spec,
+    attack_section,
+    defense_section,
+    parse_token,
+    plan_matrix,
+    run_matrix,
+    split_tokens,
+)
 
 from .conftest import tiny_raw
 
@@ -77,7 +86,7 @@ def test_matrix_command_writes_one_report(tmp_path: Path) -> None:
     cfg.write_text(to_toml(tiny_raw(fl={"rounds": 1})))
     out = tmp_path / "out"
     res = runner.invoke(app, ["matrix", str(cfg), "--attacks", "none,sign_flip:scale=4", "--defenses", "mean,median",
-                              "--adversaries", "1", "--out", str(out), "--quiet"])
+                              "--adversaries", "1", "--out", str(out), "--quiet", "--workers", "2"])
     assert res.exit_code == 0, res.output
     (mdir,) = out.iterdir()
     data = json.loads((mdir / "matrix.json").read_text())
@@ -102,3 +111,22 @@ def test_matrix_command_rejects_a_bad_token_before_work(tmp_path: Path) -> None:
                               "--out", str(tmp_path / "out")])
     assert res.exit_code == 2 and "unknown defense 'kurm'" in res.output
     assert not (tmp_path / "out").exists()
+
+
+def test_parallel_cells_match_sequential_ones(tmp_path: Path) -> None:
+    base = build_experiment(tiny_raw(fl={"rounds": 1}))
+    seen: list[tuple[int, int]] = []
+    args = (base, ["none", "sign_flip:scale=4"], ["mean", "median"])
+    one = run_matrix(*args, out_root=tmp_path / "one", adversaries=[0])
+    two = run_matrix(*args, out_root=tmp_path / "two", adversaries=[0], workers=2, worker_threads=1,
+                     progress=lambda *, step, total, cell: seen.append((step, total)))
+    def key(m: MatrixResult) -> list[tuple[object, ...]]:
+        return [(c.attack, c.defense, c.utility, c.attack_success, c.clients) for c in m.cells]
+
+    assert key(two) == key(one)  # every cell is one deterministic run, wherever it ran
+    assert all((two.path / c.run_dir / "summary.json").is_file() for c in two.cells)
+    assert [s for s, _ in seen] == [1, 2, 3, 4, 4] and {t for _, t in seen} == {4}
+    for bad in ({"workers": 0}, {"workers": 2, "worker_threads": 0}):
+        with pytest.raises(ValueError, match="must be at least 1"):
+            run_matrix(*args, out_root=tmp_path / "bad", **bad)
+    assert not (tmp_path / "bad").exists()  # refused before any work

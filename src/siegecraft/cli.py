@@ -132,6 +132,7 @@ def matrix(
     set_: SetOpt = None,
     out: Annotated[Path | None, typer.Option("--out", help="root folder for the matrix directory")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="cells run at once, one process each")] = 1,
 ) -> None:
     """Run every (attack, defense) pair; one report with a utility / attack-success table and a heatmap."""
     from siegecraft.matrix import matrix_table, plan_matrix, run_matrix, split_tokens
@@ -144,10 +145,11 @@ def matrix(
     except (ConfigError, ValueError) as err:
         _fail(str(err))
     if quiet:
-        result = run_matrix(exp, attacks, defenses, out_root=out, adversaries=chosen)
+        result = run_matrix(exp, attacks, defenses, out_root=out, adversaries=chosen, workers=workers)
     else:
         with RichProgress(f"matrix {exp.name}") as bar:
-            result = run_matrix(exp, attacks, defenses, out_root=out, adversaries=chosen, progress=bar)
+            result = run_matrix(exp, attacks, defenses, out_root=out, adversaries=chosen, progress=bar,
+                                    workers=workers)
     console.print(matrix_table(result))
     console.print(f"report: {result.path / 'report.html'}")
 

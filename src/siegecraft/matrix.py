@@ -13,6 +13,7 @@ import base64
 import importlib
 import json
 import math
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -195,31 +196,80 @@ def run_matrix(
     out_root: str | Path | None = None,
     adversaries: list[int] | None = None,
     progress: Progress | None = None,
+    workers: int = 1,
+    worker_threads: int | None = None,
 ) -> MatrixResult:
-    """Run every pair; writes `<root>/matrix-<name>-<time>/` with cells/, matrix.json and report.html."""
-    from siegecraft.runner import run_experiment
+    """Run every pair; writes `<root>/matrix-<name>-<time>/` with cells/, matrix.json and report.html.
 
+    `workers` > 1 runs that many cells at once, each in its own process with `worker_threads` torch
+    threads (default: an even share of the CPU's cores); every cell is still one deterministic run.
+    """
+    if workers < 1 or (worker_threads is not None and worker_threads < 1):
+        raise ValueError(f"workers and worker_threads must be at least 1, got {workers} and {worker_threads}")
     attacks, defenses = split_tokens(attacks), split_tokens(defenses)
     plan = plan_matrix(base, attacks, defenses, adversaries)
     mdir = RunDir.create(out_root or base.output.root, f"matrix-{base.name}")
     mdir.write_config(to_toml(base.model_dump(mode="json")))
-    clock, cells = Stopwatch(), []
-    for i, (a, d, exp) in enumerate(plan):
-        if progress:
-            progress(step=i, total=len(plan), cell=f"{a} x {d}")
-        cell_clock = Stopwatch()
-        run = run_experiment(exp, out_root=mdir.path / "cells")
-        final = run.read_summary().get("final", {})
+    clock = Stopwatch()
+    cells_dir = mdir.path / "cells"
+    if workers == 1 or len(plan) == 1:
+        runs = []
+        for i, (a, d, exp) in enumerate(plan):
+            if progress:
+                progress(step=i, total=len(plan), cell=f"{a} x {d}")
+            runs.append(_run_cell((exp, str(cells_dir), 0)))
+    else:
+        threads = worker_threads or max(1, (os.cpu_count() or 1) // workers)
+        runs = _run_cells_parallel(plan, cells_dir, workers, threads, progress)
+    cells = []
+    for (a, d, exp), (run_path, wall) in zip(plan, runs, strict=True):
+        final = RunDir.open(run_path).read_summary().get("final", {})
         scalars = {k: v for k, v in final.items() if isinstance(v, (int, float, str, bool)) or v is None}
-        utility = final.get("accuracy")
-        cells.append(Cell(a, d, utility, _success(final), None, list(exp.attack.clients),
-                          str(run.path.relative_to(mdir.path)), cell_clock(), scalars))
+        cells.append(Cell(a, d, final.get("accuracy"), _success(final), None, list(exp.attack.clients),
+                          str(Path(run_path).relative_to(mdir.path)), wall, scalars))
     if progress:
         progress(step=len(plan), total=len(plan), cell="done")
     result = MatrixResult(mdir.path, attacks, defenses, cells)
     _fill_utility_drop(result)
     write_matrix_outputs(result, mdir, base, clock())
     return result
+
+
+def _run_cell(job: tuple[Experiment, str, int]) -> tuple[str, float]:
+    """One cell's run (in this process or a worker): its run directory and wall time.
+
+    A positive thread count is applied to torch first (workers share the CPU); 0 leaves it alone.
+    """
+    from siegecraft.runner import run_experiment
+
+    exp, cells_dir, threads = job
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+    clock = Stopwatch()
+    run = run_experiment(exp, out_root=cells_dir)
+    return str(run.path), clock()
+
+
+def _run_cells_parallel(
+    plan: list[tuple[str, str, Experiment]], cells_dir: Path, workers: int, threads: int,
+    progress: Progress | None,
+) -> list[tuple[str, float]]:
+    """The plan's cells on a pool of spawned processes, results in plan order; progress as cells finish."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    out: list[tuple[str, float] | None] = [None] * len(plan)
+    with ProcessPoolExecutor(max_workers=min(workers, len(plan)), mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(_run_cell, (exp, str(cells_dir), threads)): i for i, (_, _, exp) in enumerate(plan)}
+        for done, fut in enumerate(as_completed(futures), start=1):
+            i = futures[fut]
+            out[i] = fut.result()
+            if progress:
+                a, d, _ = plan[i]
+                progress(step=done, total=len(plan), cell=f"{a} x {d} (finished)")
+    return [r for r in out if r is not None]
 
 
 def _fill_utility_drop(result: MatrixResult) -> None:

@@ -6,11 +6,17 @@ in this one run: median and Krum keep accuracy within 3 points of the no-attack 
 collapses; HijackFL (one attacker, benign uploads) keeps its hijacking accuracy within 3 points under
 every robust aggregator; feature squeezing's detection rate on its cloaked inputs at <= 5% false
 positives. Krum aggregates a single client's update per round, so a second, longer run (`--long-rounds`)
-repeats the median/Krum check for the collapse-prone attacks. Scaled to this shared CPU machine: a training-set limit, few rounds, a slim CNN and one torch
-thread; all of it is written into the JSON.
+repeats the median/Krum check for the collapse-prone attacks on the full training set with one local
+epoch and a decaying learning rate (Krum's global model is one client's, so its gap to FedAvg is the
+distance one client's local training moves the model; see docs/defenses.md). With `--long-hijackfl` the
+longer run also attacks with HijackFL as `benchmarks/hijackfl_table.py` does (the options of
+experiments/hijackfl/fmnist_mnist.toml, snapshot in the last round) under FedAvg and every robust
+aggregator. Scaled to this shared CPU machine: a training-set limit, few rounds, a slim CNN and one torch
+thread per cell (`--workers` cells at once); all of it is written into the JSON.
 
     .venv/bin/python benchmarks/defense_matrix.py            # full run (tens of minutes on 2 busy cores)
     .venv/bin/python benchmarks/defense_matrix.py --quick    # smoke run on sklearn digits, 2 rounds
+    .venv/bin/python benchmarks/defense_matrix.py --only-long --long-hijackfl   # only the longer run
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from typing import Any
 import torch
 
 from siegecraft.attacks import ATTACKS
-from siegecraft.config import build_experiment
+from siegecraft.config import build_experiment, load_experiment
 from siegecraft.matrix import MatrixResult, run_matrix
 
 RESULTS = Path(__file__).parent / "results" / "defense_matrix.json"
@@ -41,6 +47,7 @@ DEFENSES = [
 ROBUST_AGGREGATORS = ["median", "trimmed_mean:beta=0.2", f"krum:f={ADVERSARIES}", f"multi_krum:f={ADVERSARIES}",
                       "geomedian"]
 HIJACK = "hijackfl:clients=1"
+HIJACK_CONFIG = Path(__file__).parents[1] / "experiments" / "hijackfl" / "fmnist_mnist.toml"
 
 
 def base_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -73,6 +80,13 @@ def hijack_options(args: argparse.Namespace) -> dict[str, Any]:
         "epochs": args.hijack_epochs, "anchor_steps": 200, "squeeze_detect": True, "squeeze_fpr": 0.05,
         "figures": False, "contrast": args.hijack_contrast, "cloak_sets": args.hijack_cloak_sets,
     }
+
+
+def benchmark_hijack_options(rounds: int) -> dict[str, Any]:
+    """HijackFL as the HijackFL benchmark runs it (its config's options), snapshot in the last round."""
+    options = dict(load_experiment(HIJACK_CONFIG).attack.options)
+    options.update({"attack_round": rounds, "figures": False})
+    return options
 
 
 def progress_printer(label: str) -> Any:
@@ -155,38 +169,54 @@ def cells_json(m: MatrixResult) -> list[dict[str, Any]]:
     ]
 
 
+def long_run_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The longer run's federation: the full training set, `--long-rounds` rounds of `--long-epochs`."""
+    raw = base_config(args)
+    if not args.quick:
+        raw["data"].update(train_limit=args.long_train_limit, test_limit=args.long_test_limit)
+    raw["fl"]["rounds"] = args.long_rounds
+    raw["train"]["epochs"] = args.long_epochs
+    raw["train"]["lr_decay"] = args.long_lr_decay
+    return raw
+
+
 def run_long(args: argparse.Namespace, adversaries: list[int]) -> dict[str, Any]:
     """The collapse-prone attacks against median and Krum over `--long-rounds` rounds; with
     `--long-hijackfl`, HijackFL against FedAvg and every robust aggregator in the same setting."""
-    raw = base_config(args)
-    raw["fl"]["rounds"] = args.long_rounds
+    raw = long_run_config(args)
     setup = {"dataset": raw["data"]["dataset"], "train_limit": raw["data"].get("train_limit"),
-             "test_limit": raw["data"].get("test_limit"), "rounds": args.long_rounds, "local_epochs": args.epochs,
-             "clients": args.clients, "torch_threads": args.threads, "seed": args.seed}
+             "test_limit": raw["data"].get("test_limit"), "rounds": args.long_rounds,
+             "local_epochs": args.long_epochs, "lr": raw["train"]["lr"], "lr_decay": args.long_lr_decay,
+             "clients": args.clients, "torch_threads_per_cell": 1 if args.workers > 1 else args.threads,
+             "workers": args.workers, "seed": args.seed}
     out: dict[str, Any] = {}
     if not args.skip_long_byzantine:
         t0 = time.perf_counter()
         m = run_matrix(build_experiment(raw), ["none", "sign_flip:scale=8", "gaussian_noise:sigma=1"],
                        ["mean", "median", f"krum:f={ADVERSARIES}"], out_root=args.out, adversaries=adversaries,
-                       progress=progress_printer("long"))
+                       progress=progress_printer("long"), workers=args.workers,
+                       worker_threads=1)
         out.update({"long_run_setup": setup, "long_run_matrix_dir": str(m.path),
                     "long_run_checks": long_run_checks(m, args.long_rounds), "long_run_cells": cells_json(m),
                     "long_run_wall_s": round(time.perf_counter() - t0, 1)})
     if args.long_hijackfl and hijackfl_available():
         t0 = time.perf_counter()
-        raw["attack"] = {"name": "hijackfl", "clients": [0], "options": hijack_options(args)}
+        options = benchmark_hijack_options(args.long_rounds) if not args.quick else hijack_options(args)
+        raw["attack"] = {"name": "hijackfl", "clients": [0], "options": options}
         hij = run_matrix(build_experiment(raw), [HIJACK], ["mean", *ROBUST_AGGREGATORS], out_root=args.out,
-                         adversaries=[0], progress=progress_printer("long hijackfl"))
+                         adversaries=[0], progress=progress_printer("long hijackfl"),
+                         workers=args.workers, worker_threads=1)
         checks = hijack_checks(hij)
         out.update({"long_run_hijackfl_setup": setup, "long_run_hijackfl_dir": str(hij.path),
-                    "long_run_hijackfl_options": hijack_options(args),
+                    "long_run_hijackfl_options": options,
                     "long_run_feature_squeezing": checks.pop("feature_squeezing"), "long_run_hijackfl": checks,
                     "long_run_hijackfl_cells": cells_json(hij),
                     "long_run_hijackfl_wall_s": round(time.perf_counter() - t0, 1)})
     return out
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's options; other benchmarks reuse its defaults."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--epochs", type=int, default=2)
@@ -199,6 +229,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared, loaded CPU)")
     p.add_argument("--skip-hijackfl", action="store_true")
     p.add_argument("--long-rounds", type=int, default=30, help="rounds of the longer Krum/median run (0: skip)")
+    p.add_argument("--long-train-limit", type=int, default=60000, help="training samples in the longer run")
+    p.add_argument("--long-test-limit", type=int, default=10000, help="test samples in the longer run")
+    p.add_argument("--long-epochs", type=int, default=1, help="local epochs per round in the longer run")
+    p.add_argument("--long-lr-decay", type=float, default=0.9, help="train.lr_decay in the longer run")
+    p.add_argument("--workers", type=int, default=2, help="matrix cells run at once (one process and thread each)")
     p.add_argument("--long-hijackfl", action="store_true",
                    help="also run HijackFL under FedAvg and every robust aggregator in the longer run's setting")
     p.add_argument("--skip-long-byzantine", action="store_true",
@@ -210,6 +245,11 @@ def main() -> None:
                    help="run only the longer Krum/median run and add it to an existing results JSON")
     p.add_argument("--quick", action="store_true", help="digits, 2 rounds: a smoke run, not the measurement")
     p.add_argument("--out", type=Path, default=Path("runs"))
+    return p
+
+
+def main() -> None:
+    p = build_parser()
     args = p.parse_args()
     if args.quick:
         args.rounds, args.clients = 2, 10

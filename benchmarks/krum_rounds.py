@@ -1,13 +1,15 @@
 """Does Krum catch up with FedAvg given more rounds? Accuracy per round on the full Fashion-MNIST set.
 
-The defense matrix's long setting (20 IID clients, 2 local epochs, the slim `cnn`, 4 sign-flipping
-attackers for Krum) run for `--rounds` rounds: FedAvg without an attack against Krum (f = 4) under
+The defense matrix's federation (20 IID clients, 2 local epochs unless `--local-epochs`, the slim
+`cnn`, 4 sign-flipping attackers for Krum) run for `--rounds` rounds: FedAvg without an attack against Krum (f = 4) under
 sign flipping, both evaluated after every round. The two runs go in parallel, one torch thread each.
 Writes benchmarks/results/krum_rounds.json.
 
     .venv/bin/python benchmarks/krum_rounds.py              # 30 rounds, about 9 minutes on 2 idle cores
     .venv/bin/python benchmarks/krum_rounds.py --quick      # digits, 3 rounds: a smoke run
     .venv/bin/python benchmarks/krum_rounds.py --lr-decay 0.9 --json benchmarks/results/krum_rounds_decay.json
+    .venv/bin/python benchmarks/krum_rounds.py --local-epochs 1 --lr-decay 0.9 \
+        --json benchmarks/results/krum_rounds_epoch1_decay.json   # the defense matrix's longer run
 """
 
 from __future__ import annotations
@@ -53,15 +55,19 @@ def main() -> None:
     p.add_argument("--train-limit", type=int, default=60000)
     p.add_argument("--test-limit", type=int, default=10000)
     p.add_argument("--lr-decay", type=float, default=1.0, help="train.lr_decay: lr x this every round")
+    p.add_argument("--local-epochs", type=int, default=2, help="train.epochs of every client per round")
+    p.add_argument("--lr", type=float, default=None, help="train.lr (default: the defense matrix's)")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", type=Path, default=Path("runs/krum_rounds"))
     p.add_argument("--json", type=Path, default=RESULTS, help="where the results go")
     args = p.parse_args()
-    base = argparse.Namespace(train_limit=args.train_limit, test_limit=args.test_limit, epochs=2, clients=20,
+    base = argparse.Namespace(train_limit=args.train_limit, test_limit=args.test_limit, epochs=args.local_epochs, clients=20,
                               seed=0, rounds=3 if args.quick else args.rounds, quick=args.quick)
     raw = defense_matrix.base_config(base)
     raw["fl"]["eval_every"] = 1
     raw["train"]["lr_decay"] = args.lr_decay
+    if args.lr is not None:
+        raw["train"]["lr"] = args.lr
     jobs = [(a, d, raw, str(args.out)) for a, d in CELLS]
     t0 = time.perf_counter()
     with get_context("spawn").Pool(len(jobs)) as pool:
@@ -73,7 +79,7 @@ def main() -> None:
         "command": " ".join(["python", *sys.argv]),
         "setup": {"dataset": raw["data"]["dataset"], "train_limit": raw["data"].get("train_limit"),
                   "test_limit": raw["data"].get("test_limit"), "rounds": raw["fl"]["rounds"], "clients": 20,
-                  "local_epochs": 2, "lr": raw["train"]["lr"], "lr_decay": args.lr_decay,
+                  "local_epochs": args.local_epochs, "lr": raw["train"]["lr"], "lr_decay": args.lr_decay,
                   "model": "cnn(width=16, hidden=64)", "adversaries": ADVERSARIES,
                   "torch_threads_per_run": 1},
         "cells": cells, "fedavg_minus_krum_per_round": gap,

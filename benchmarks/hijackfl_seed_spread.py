@@ -50,9 +50,8 @@ def run_seed(job: tuple[int, bool, str]) -> dict[str, Any]:
     seed, quick, out = job
     args = long_run_args(seed, quick)
     raw = defense_matrix.long_run_config(args)
-    options = defense_matrix.benchmark_hijack_options(args.long_rounds)
-    if quick:
-        options = defense_matrix.hijack_options(args)
+    options = (defense_matrix.hijack_options(args) if quick
+               else defense_matrix.benchmark_hijack_options(args.long_rounds))
     raw["attack"] = {"name": "hijackfl", "clients": [0], "options": options}
     raw["name"] = f"hijackfl-fedavg-seed{seed}"
     t0 = time.perf_counter()

@@ -10,6 +10,7 @@ Writes benchmarks/results/krum_rounds.json.
     .venv/bin/python benchmarks/krum_rounds.py --lr-decay 0.9 --json benchmarks/results/krum_rounds_decay.json
     .venv/bin/python benchmarks/krum_rounds.py --local-epochs 1 --lr-decay 0.9 \
         --json benchmarks/results/krum_rounds_epoch1_decay.json   # the defense matrix's longer run
+    .venv/bin/python benchmarks/krum_rounds.py --local-epochs 1 --json benchmarks/results/krum_rounds_epoch1.json
 """
 
 from __future__ import annotations

@@ -89,6 +89,11 @@ def benchmark_hijack_options(rounds: int) -> dict[str, Any]:
     return options
 
 
+def long_hijack_options(args: argparse.Namespace) -> dict[str, Any]:
+    """HijackFL in the longer run: the benchmark's options, or the light ones in a `--quick` smoke run."""
+    return hijack_options(args) if args.quick else benchmark_hijack_options(args.long_rounds)
+
+
 def progress_printer(label: str) -> Any:
     t0 = time.perf_counter()
 
@@ -201,7 +206,7 @@ def run_long(args: argparse.Namespace, adversaries: list[int]) -> dict[str, Any]
                     "long_run_wall_s": round(time.perf_counter() - t0, 1)})
     if args.long_hijackfl and hijackfl_available():
         t0 = time.perf_counter()
-        options = benchmark_hijack_options(args.long_rounds) if not args.quick else hijack_options(args)
+        options = long_hijack_options(args)
         raw["attack"] = {"name": "hijackfl", "clients": [0], "options": options}
         hij = run_matrix(build_experiment(raw), [HIJACK], ["mean", *ROBUST_AGGREGATORS], out_root=args.out,
                          adversaries=[0], progress=progress_printer("long hijackfl"),
@@ -248,11 +253,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main() -> None:
-    p = build_parser()
-    args = p.parse_args()
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (or `argv`), with a `--quick` smoke run's smaller federation filled in."""
+    args = build_parser().parse_args(argv)
     if args.quick:
         args.rounds, args.clients = 2, 10
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     base = build_experiment(base_config(args))

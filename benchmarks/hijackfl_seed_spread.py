@@ -33,9 +33,9 @@ RESULTS = Path(__file__).parent / "results" / "hijackfl_seed_spread.json"
 
 def long_run_args(seed: int, quick: bool) -> argparse.Namespace:
     """The defense matrix's longer-run settings (its command-line defaults) with `seed`."""
-    args = defense_matrix.build_parser().parse_args(["--seed", str(seed), *(["--quick"] if quick else [])])
+    args = defense_matrix.parse_args(["--seed", str(seed), *(["--quick"] if quick else [])])
     if quick:
-        args.rounds, args.clients, args.long_rounds = 2, 10, 3
+        args.long_rounds = 3
     return args
 
 
@@ -50,9 +50,7 @@ def run_seed(job: tuple[int, bool, str]) -> dict[str, Any]:
     seed, quick, out = job
     args = long_run_args(seed, quick)
     raw = defense_matrix.long_run_config(args)
-    options = (defense_matrix.hijack_options(args) if quick
-               else defense_matrix.benchmark_hijack_options(args.long_rounds))
-    raw["attack"] = {"name": "hijackfl", "clients": [0], "options": options}
+    raw["attack"] = {"name": "hijackfl", "clients": [0], "options": defense_matrix.long_hijack_options(args)}
     raw["name"] = f"hijackfl-fedavg-seed{seed}"
     t0 = time.perf_counter()
     run = run_experiment(build_experiment(raw), out_root=out)

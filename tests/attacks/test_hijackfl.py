@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from siegecraft.attacks.base import ATTACKS, build_adversary
 from siegecraft.attacks.hijackfl import (
@@ -18,6 +19,7 @@ from siegecraft.attacks.hijackfl import (
     HijackFL,
     RawHijacker,
     adapt_to_input,
+    class_confidence,
     cloak_loss,
     greedy_mapping,
     index_mapping,
@@ -28,11 +30,11 @@ from siegecraft.attacks.hijackfl import (
     synthetic_anchor_inputs,
 )
 from siegecraft.attacks.hijackfl.mapping import ClassMapping
-from siegecraft.attacks.hijackfl.metrics import confusion_matrix, mean_l2, ssim
+from siegecraft.attacks.hijackfl.metrics import accuracy, confusion_matrix, mean_l2, ssim
 from siegecraft.config import ConfigError, build_experiment
 from siegecraft.data import load_dataset
 from siegecraft.federated import Federation
-from siegecraft.models import SiegeModel, build_model
+from siegecraft.models import SiegeModel, build_model, flat_params
 from siegecraft.results import RunDir
 from siegecraft.runner import run_experiment
 from siegecraft.train import TrainConfig, local_train
@@ -106,6 +108,38 @@ def test_synthetic_anchor_inputs_reach_high_confidence(digits_model: SiegeModel)
     assert p.shape == (2, 1, 8, 8) and float(p.min()) >= 0 and float(p.max()) <= 1
     probs = digits_model(p).softmax(1)
     assert probs[0, 3] > 0.9 and probs[1, 7] > 0.9, probs
+
+
+class _GatedModel(SiegeModel):
+    """Class 1 is reachable only through one ReLU that is dead unless the mean pixel exceeds `gate`."""
+
+    def __init__(self, gate: float) -> None:
+        super().__init__(in_channels=1, num_classes=2, image_size=8, feature_dim=1)
+        self.gate = gate
+        self.head = torch.nn.Linear(1, 2)
+        with torch.no_grad():
+            self.head.weight.copy_(torch.tensor([[0.0], [20.0]]))
+            self.head.bias.copy_(torch.tensor([2.0, -1.0]))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(10.0 * (x.flatten(1).mean(1, keepdim=True) - self.gate))
+
+
+def test_stalled_synthetic_anchor_is_restarted_and_others_are_kept() -> None:
+    # The gate sits just above class 1's first random start, so that start gets no gradient and stalls.
+    first_start = torch.sigmoid(torch.randn((2, 1, 8, 8), generator=torch.Generator().manual_seed(0))[1])
+    retry_means = [float(torch.sigmoid(torch.randn((1, 1, 8, 8), generator=torch.Generator().manual_seed(r))).mean())
+                   for r in range(1, 5)]
+    model = _GatedModel(gate=float(first_start.mean()) + 1e-3)
+    assert max(retry_means) > model.gate  # some fresh start lies past the gate
+    single = synthetic_anchor_inputs(model, [0, 1], steps=100, lr=0.05, seed=0, restarts=0)
+    restarted = synthetic_anchor_inputs(model, [0, 1], steps=100, lr=0.05, seed=0, restarts=4)
+    stalled, fixed = class_confidence(model, single, [0, 1]), class_confidence(model, restarted, [0, 1])
+    assert float(stalled[1]) < 0.5 and torch.equal(single[1], first_start)  # no gradient: it never moved
+    assert float(fixed[1]) > 0.9, fixed
+    assert float(fixed[0]) > 0.9 and torch.equal(restarted[0], single[0])  # the class that succeeded is untouched
+    with pytest.raises(ValueError, match="restarts"):
+        synthetic_anchor_inputs(model, [0, 1], steps=1, restarts=-1)
 
 
 def test_mean_anchors_are_class_means_of_features(digits_model: SiegeModel) -> None:
@@ -346,11 +380,33 @@ def test_a_full_run_reports_hijacking_metrics_figures_and_zero_utility_drop(tmp_
     assert final["utility"] == final["accuracy"]
     assert final["utility_drop"] == 0.0  # benign uploads: the attacked run is the clean run, bit for bit
     assert final["queries_per_input"] == 3 and len(final["confusion_matrix"]) == 3
+    assert 0.0 <= final["snapshot_hijack_acc"] <= 1.0
     figures = {p.name for p in run.figures.iterdir()}
     assert {"hijack_1_raw_samples.png", "hijack_2_cloaks.png", "hijack_3_attack_inputs.png",
             "hijack_4_confusion.png"} <= figures
     html = run.report_file.read_text()
     assert html.count("data:image/png;base64") >= 4 and "hijack_acc" in html
+
+
+def test_snapshot_accuracy_is_measured_on_the_snapshot_whatever_the_final_model(
+    tmp_path: Path, digits_model: SiegeModel
+) -> None:
+    fed = _federation(tmp_path, {**FAST, "attack_round": 1}, model={"options": {"width": 8, "hidden": 32}})
+    adv = fed.adversary
+    assert isinstance(adv, HijackFL)
+    adv.setup(fed.ctx)
+    weights = flat_params(digits_model)  # a trained snapshot, so its hijacking accuracy is not chance
+    adv.client_update(fed.ctx, 1, 1, weights, lambda: fed.trainer.train(1, 1, weights))
+    assert adv.snapshot is not None and adv.mapping is not None
+    same = adv.finish(fed.ctx, adv.snapshot.model(fed.ctx.model_factory))  # nothing moved after the snapshot
+    assert same["snapshot_hijack_acc"] == same["hijack_acc"]
+    constant = adv.snapshot.model(fed.ctx.model_factory)  # a final model that answers one class to everything
+    with torch.no_grad():
+        constant.head.weight.zero_()
+        constant.head.bias.copy_(10.0 * F.one_hot(torch.tensor(adv.mapping.targets[0]), 10))
+    moved = adv.finish(fed.ctx, constant)
+    assert moved["hijack_acc"] == pytest.approx(1 / 3)  # every input decoded as hijacking class 0
+    assert moved["snapshot_hijack_acc"] == same["snapshot_hijack_acc"] != pytest.approx(1 / 3)
 
 
 def test_config_validation_of_hijackfl_options() -> None:

@@ -10,6 +10,7 @@ from siegecraft.attacks.hijackfl.adapter import HijackData, adapt_to_input, load
 from siegecraft.attacks.hijackfl.adversary import HijackAdversary, HijackFL, default_attack_round
 from siegecraft.attacks.hijackfl.anchors import (
     FeatureScale,
+    class_confidence,
     mean_anchors,
     synthetic_anchor_inputs,
     synthetic_anchors,
@@ -48,6 +49,7 @@ __all__ = [
     "RawHijacker",
     "Snapshot",
     "adapt_to_input",
+    "class_confidence",
     "cloak_loss",
     "default_attack_round",
     "frozen_model",

@@ -22,6 +22,7 @@ from siegecraft.attacks.hijackfl.adapter import HijackData, load_hijack_data
 from siegecraft.attacks.hijackfl.anchors import (
     FeatureScale,
     batched_features,
+    class_confidence,
     mean_anchors,
     synthetic_anchor_inputs,
 )
@@ -35,6 +36,7 @@ from siegecraft.attacks.hijackfl.mapping import (
     most_distinct_class,
     prediction_counts,
 )
+from siegecraft.attacks.hijackfl.metrics import accuracy
 from siegecraft.attacks.hijackfl.options import HijackFLOptions, HijackOptions
 from siegecraft.attacks.hijackfl.snapshot import Snapshot, frozen_model
 from siegecraft.data import ImageDataset
@@ -48,6 +50,7 @@ log = logging.getLogger("siegecraft.attacks.hijack")
 
 __all__ = ["HijackAdversary", "HijackFL", "default_attack_round"]
 
+ANCHOR_WARN = 0.5  # a synthetic anchor below this confidence is reported as stalled
 CLEAN_EVAL_SAMPLES = 2000  # clean original-task inputs used to fit and check the squeezing threshold
 
 
@@ -143,7 +146,10 @@ class HijackAdversary(Adversary):
                 name, self.hijacker, final_model, self.data, self.options, ctx.figures_dir,
                 ctx.test_set.x[:CLEAN_EVAL_SAMPLES],
             )
+            # The same hijacker on the model it was built on: the gap to hijack_acc is what transfer costs.
+            snapshot_pred = self.hijacker.predict(self.snapshot.model(ctx.model_factory), self.data.test.x)
         out.update(metrics)
+        out["snapshot_hijack_acc"] = accuracy(snapshot_pred, self.data.test.y)
         out.update({
             "attack_round": self.attack_round, "snapshot_round": self.snapshot.round,
             "mapping": list(self.mapping.targets), "negative_class": self.mapping.negative,
@@ -202,9 +208,14 @@ class HijackFL(HijackAdversary):
             inputs = None
             if o.anchors == "synthetic":
                 inputs = synthetic_anchor_inputs(snapshot, classes, steps=o.anchor_steps, lr=o.anchor_lr,
-                                                 seed=ctx.exp.seed)
-                probs = snapshot.classifier(batched_features(snapshot, inputs)).softmax(1)
-                self.notes["anchor_confidence"] = float(probs[torch.arange(len(classes)), classes].mean())
+                                                 seed=ctx.exp.seed, restarts=o.anchor_restarts)
+                conf = class_confidence(snapshot, inputs, classes)
+                self.notes["anchor_confidence"] = float(conf.mean())
+                self.notes["anchor_confidence_min"] = float(conf.min())
+                if float(conf.min()) < ANCHOR_WARN:
+                    log.warning("synthetic anchor of original class %d reaches only %.2f confidence; its cloak "
+                                "will be weak (raise anchor_restarts or anchor_lr)",
+                                classes[int(conf.argmin())], float(conf.min()))
             views = [self.view(snapshot, own, classes, inputs)]
             if self.ahead_weights is not None:
                 views.append(self.view(frozen_model(ctx.model_factory, self.ahead_weights), own, classes, inputs))

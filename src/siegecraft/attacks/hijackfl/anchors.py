@@ -17,7 +17,10 @@ import torch.nn.functional as F
 from siegecraft.data import ImageDataset
 from siegecraft.models import SiegeModel
 
-__all__ = ["FeatureScale", "batched_features", "mean_anchors", "synthetic_anchor_inputs", "synthetic_anchors"]
+__all__ = [
+    "FeatureScale", "batched_features", "class_confidence", "mean_anchors", "synthetic_anchor_inputs",
+    "synthetic_anchors",
+]
 
 
 def batched_features(model: SiegeModel, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
@@ -28,12 +31,47 @@ def batched_features(model: SiegeModel, x: torch.Tensor, batch_size: int = 512) 
 
 
 def synthetic_anchor_inputs(
-    model: SiegeModel, classes: Sequence[int], *, steps: int = 500, lr: float = 5e-3, seed: int = 0
+    model: SiegeModel,
+    classes: Sequence[int],
+    *,
+    steps: int = 500,
+    lr: float = 5e-3,
+    seed: int = 0,
+    restarts: int = 4,
+    min_confidence: float = 0.9,
 ) -> torch.Tensor:
-    """One maximum-confidence input per class in `classes`: sigmoid(Z), Z optimised from N(0, 1)."""
+    """One maximum-confidence input per class in `classes`: sigmoid(Z), Z optimised from N(0, 1).
+
+    A random start can stall where the class is out of reach of the gradient (its ReLUs dead for that
+    input), leaving the input near chance confidence: its features then sit near the origin and the
+    cloaks of that class learn nothing useful. With `restarts` > 0, every class still below
+    `min_confidence` is optimised again from a fresh start (seeds `seed + 1`, `seed + 2`, ...) up to
+    `restarts` times, keeping its most confident input; classes that succeeded first time are untouched
+    (`restarts = 0` is the authors' single start).
+    """
+    if restarts < 0:
+        raise ValueError(f"restarts must be >= 0, got {restarts}")
+    classes = list(classes)
+    best = _optimise_inputs(model, classes, steps=steps, lr=lr, seed=seed)
+    conf = class_confidence(model, best, classes)
+    for r in range(1, restarts + 1):
+        weak = (conf < min_confidence).nonzero().flatten()
+        if len(weak) == 0:
+            break
+        retry_classes = [classes[int(i)] for i in weak]
+        retry = _optimise_inputs(model, retry_classes, steps=steps, lr=lr, seed=seed + r)
+        retry_conf = class_confidence(model, retry, retry_classes)
+        better = retry_conf > conf[weak]
+        best[weak[better]] = retry[better]
+        conf[weak[better]] = retry_conf[better]
+    return best
+
+
+def _optimise_inputs(model: SiegeModel, classes: list[int], *, steps: int, lr: float, seed: int) -> torch.Tensor:
+    """The authors' search: BCE between softmax and one-hot, Adam betas (0.5, 0.999), from sigmoid(N(0, 1))."""
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn((len(classes), *model.input_shape), generator=gen).requires_grad_(True)
-    target = F.one_hot(torch.tensor(list(classes)), model.num_classes).float()
+    target = F.one_hot(torch.tensor(classes), model.num_classes).float()
     opt = torch.optim.Adam([z], lr=lr, betas=(0.5, 0.999))
     model.eval()
     for _ in range(steps):
@@ -44,11 +82,21 @@ def synthetic_anchor_inputs(
     return torch.sigmoid(z.detach())
 
 
+def class_confidence(model: SiegeModel, x: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
+    """Probability [len(classes)] that `model` gives input i its class `classes[i]`."""
+    model.eval()
+    with torch.no_grad():
+        probs = model(x).softmax(1)
+    return probs[torch.arange(len(x)), torch.as_tensor(list(classes))]
+
+
 def synthetic_anchors(
-    model: SiegeModel, classes: Sequence[int], *, steps: int = 500, lr: float = 5e-3, seed: int = 0
+    model: SiegeModel, classes: Sequence[int], *, steps: int = 500, lr: float = 5e-3, seed: int = 0,
+    restarts: int = 4,
 ) -> torch.Tensor:
     """Features [len(classes), D] of the synthetic maximum-confidence inputs."""
-    return batched_features(model, synthetic_anchor_inputs(model, classes, steps=steps, lr=lr, seed=seed))
+    inputs = synthetic_anchor_inputs(model, classes, steps=steps, lr=lr, seed=seed, restarts=restarts)
+    return batched_features(model, inputs)
 
 
 def mean_anchors(model: SiegeModel, data: ImageDataset, classes: Sequence[int]) -> torch.Tensor:

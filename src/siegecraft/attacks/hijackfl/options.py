@@ -66,6 +66,10 @@ class HijackFLOptions(CloakOptions):
     anchors: Literal["synthetic", "mean"] = "synthetic"
     anchor_steps: int = Field(500, ge=1)
     anchor_lr: float = Field(5e-3, gt=0)
+    anchor_restarts: int = Field(
+        4, ge=0, le=32, description="fresh random starts for a synthetic anchor stalled below 0.9 confidence "
+        "(0 = the authors' single start; anchors that reach it first time are unchanged)",
+    )
     feature_norm: Literal["none", "standardize"] = Field(
         "none", description="measure feature distances in units of each feature's spread over real inputs"
     )

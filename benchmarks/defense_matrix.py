@@ -165,7 +165,7 @@ def long_run_checks(m: MatrixResult, rounds: int) -> dict[str, Any]:
 
 
 def cells_json(m: MatrixResult) -> list[dict[str, Any]]:
-    keep = ("hijack_acc", "no_cloak_acc", "squeeze_detect_rate", "squeeze_clean_fpr")
+    keep = ("hijack_acc", "snapshot_hijack_acc", "no_cloak_acc", "squeeze_detect_rate", "squeeze_clean_fpr")
     return [
         {"attack": c.attack, "defense": c.defense, "utility": c.utility, "attack_success": c.attack_success,
          "utility_drop": c.utility_drop, "attackers": c.clients, "wall_s": round(c.wall_s, 1),

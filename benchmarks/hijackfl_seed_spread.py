@@ -88,6 +88,7 @@ def main() -> None:
     if args.workers < 1:
         p.error("--workers must be >= 1")
     jobs = [(d, s, args.quick, str(args.out)) for d in defenses for s in seeds]
+    options = defense_matrix.long_hijack_options(long_run_args(seeds[0], args.quick))  # read before any run
     t0 = time.perf_counter()
     with get_context("spawn").Pool(min(len(jobs), args.workers)) as pool:
         rows = pool.map(run_one, jobs)
@@ -97,6 +98,7 @@ def main() -> None:
         "benchmark": "hijackfl_seed_spread",
         "command": " ".join(["python", *sys.argv]),
         "setup": "the HijackFL cell of the defense matrix's longer run, aggregation rule and seed varied",
+        "hijackfl_options": options,
         "rows": rows,
         "by_defense": by_rule,
         "wall_s": round(time.perf_counter() - t0, 1),

@@ -34,7 +34,8 @@ BASELINE_EXTRA: dict[str, dict[str, Any]] = {"poison": {"scale": 10.0}, "chamele
 BLEND_BASELINES = ("uap", "reprogram")
 DEFENSES = ("median", "trimmed_mean", "krum")
 KEYS = ("hijack_acc", "no_cloak_acc", "ssim", "l2", "squeeze_detect_rate", "squeeze_detect_any",
-        "squeeze_clean_fpr", "anchor_confidence", "mapping", "negative_class", "snapshot_round")
+        "squeeze_clean_fpr", "anchor_confidence", "anchor_confidence_min", "snapshot_hijack_acc", "mapping",
+        "negative_class", "snapshot_round")
 
 
 def load_raw(quick: bool) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from siegecraft.attacks.hijackfl import (
     synthetic_anchor_inputs,
 )
 from siegecraft.attacks.hijackfl.mapping import ClassMapping
-from siegecraft.attacks.hijackfl.metrics import accuracy, confusion_matrix, mean_l2, ssim
+from siegecraft.attacks.hijackfl.metrics import confusion_matrix, mean_l2, ssim
 from siegecraft.config import ConfigError, build_experiment
 from siegecraft.data import load_dataset
 from siegecraft.federated import Federation
@@ -289,6 +289,46 @@ def test_cloak_sets_are_independent_searches(tmp_path: Path) -> None:
     assert isinstance(hijacker, CloakedHijacker) and len(hijacker.sets) == 2
     assert not torch.allclose(hijacker.sets[0].weights, hijacker.sets[1].weights)
     assert hijacker.queries(adv.data.test.x[:2]).shape[0] == 2 * 3
+
+
+def _hijacker(tmp_path: Path, options: dict) -> tuple[HijackFL, CloakedHijacker]:
+    fed = _federation(tmp_path, {**FAST, "attack_round": 1, **options})
+    adv = fed.adversary
+    assert isinstance(adv, HijackFL)
+    adv.setup(fed.ctx)
+    weights = fed.global_weights.clone()
+    adv.client_update(fed.ctx, 1, 1, weights, lambda: fed.trainer.train(1, 1, weights))
+    assert isinstance(adv.hijacker, CloakedHijacker)
+    return adv, adv.hijacker
+
+
+def test_anchors_per_set_give_later_sets_their_own_anchors_and_leave_the_first_alone(tmp_path: Path) -> None:
+    shared_adv, shared = _hijacker(tmp_path / "shared", {"cloak_sets": 2})
+    own_adv, own = _hijacker(tmp_path / "own", {"cloak_sets": 2, "anchors_per_set": True})
+    assert len(shared_adv.anchor_confidences) == 1 and len(own_adv.anchor_confidences) == 2
+    assert torch.equal(shared.sets[0].weights, own.sets[0].weights)  # set 0 keeps seed 0's anchors
+    assert not torch.allclose(shared.sets[1].weights, own.sets[1].weights, atol=1e-4)
+    with pytest.raises(ConfigError, match="anchors_per_set"):
+        build_experiment(tiny_raw(attack={"name": "hijackfl", "clients": [0],
+                                          "options": {"anchors": "mean", "anchors_per_set": True}}))
+
+
+def test_input_noise_perturbs_the_drawn_samples_within_range_and_changes_the_search(
+    tmp_path: Path, hijack3
+) -> None:
+    sampler = ClassSampler(hijack3.train, 3, seed=0)
+    x, _ = sampler.balanced(4)
+    assert sampler.noisy(x, 0.0) is x
+    noisy = sampler.noisy(x, 0.1)
+    assert noisy.shape == x.shape and float(noisy.min()) >= 0.0 and float(noisy.max()) <= 1.0
+    inside = (x > 0.2) & (x < 0.8)  # away from the clamp, the noise is roughly N(0, 0.1^2)
+    assert 0.07 < float((noisy - x)[inside].std()) < 0.13
+    again = ClassSampler(hijack3.train, 3, seed=0)
+    again.balanced(4)
+    assert torch.equal(again.noisy(x, 0.1), noisy)  # seeded with the sampler
+    _, plain = _hijacker(tmp_path / "plain", {})
+    _, noised = _hijacker(tmp_path / "noised", {"input_noise": 0.1})
+    assert not torch.allclose(plain.sets[0].weights, noised.sets[0].weights, atol=1e-4)
 
 
 # -- metrics -----------------------------------------------------------------------------------

@@ -146,8 +146,8 @@ class HijackAdversary(Adversary):
                 name, self.hijacker, final_model, self.data, self.options, ctx.figures_dir,
                 ctx.test_set.x[:CLEAN_EVAL_SAMPLES],
             )
-            # The same hijacker on the model it was built on: the gap to hijack_acc is what transfer costs.
-            snapshot_pred = self.hijacker.predict(self.snapshot.model(ctx.model_factory), self.data.test.x)
+        # The same hijacker on the model it was built on: the gap to hijack_acc is what transfer costs.
+        snapshot_pred = self.hijacker.predict(self.snapshot.model(ctx.model_factory), self.data.test.x)
         out.update(metrics)
         out["snapshot_hijack_acc"] = accuracy(snapshot_pred, self.data.test.y)
         out.update({
@@ -188,6 +188,7 @@ class HijackFL(HijackAdversary):
     def __init__(self, clients: list[int], options: HijackOptions) -> None:
         super().__init__(clients, options)
         self.ahead_weights: torch.Tensor | None = None
+        self.anchor_confidences: list[torch.Tensor] = []
 
     def client_update(
         self, ctx: FederationContext, client_id: int, rnd: int, global_weights: torch.Tensor,
@@ -204,33 +205,44 @@ class HijackFL(HijackAdversary):
         o = self.options
         own = self.attacker_data(ctx)
         classes = [*mapping.targets, mapping.negative]
+        ahead = frozen_model(ctx.model_factory, self.ahead_weights) if self.ahead_weights is not None else None
         with self.stage("anchors"):
-            inputs = None
-            if o.anchors == "synthetic":
-                inputs = synthetic_anchor_inputs(snapshot, classes, steps=o.anchor_steps, lr=o.anchor_lr,
-                                                 seed=ctx.exp.seed, restarts=o.anchor_restarts)
-                conf = class_confidence(snapshot, inputs, classes)
-                self.notes["anchor_confidence"] = float(conf.mean())
-                self.notes["anchor_confidence_min"] = float(conf.min())
-                if float(conf.min()) < ANCHOR_WARN:
-                    log.warning("synthetic anchor of original class %d reaches only %.2f confidence; its cloak "
-                                "will be weak (raise anchor_restarts or anchor_lr)",
-                                classes[int(conf.argmin())], float(conf.min()))
-            views = [self.view(snapshot, own, classes, inputs)]
-            if self.ahead_weights is not None:
-                views.append(self.view(frozen_model(ctx.model_factory, self.ahead_weights), own, classes, inputs))
+            view_sets = []  # per anchor set: the snapshot's view, then the look-ahead model's
+            for r in range(o.cloak_sets if o.anchors_per_set else 1):
+                inputs = self.anchor_inputs(snapshot, classes, ctx.exp.seed + 1000 * r) if o.anchors == "synthetic" else None
+                views = [self.view(snapshot, own, classes, inputs)]
+                if ahead is not None:
+                    views.append(self.view(ahead, own, classes, inputs))
+                view_sets.append(views)
         schedule = CloakSchedule(o.epochs, o.lr, o.batch_size, o.schedule, o.max_steps)
-        main = views[0]
+        searches = []
         with self.stage("cloaks"):
-            searches = [search_cloaks(
-                snapshot, self.data.train, main.targets, main.negative, alpha=o.alpha, beta=o.beta,
-                contrast=o.contrast, tau=o.contrast_tau, schedule=schedule, scale=main.scale, shift=o.shift,
-                extra_views=views[1:], seed=ctx.exp.seed + 1000 * r,
-            ) for r in range(o.cloak_sets)]
+            for r in range(o.cloak_sets):
+                main, *extra = view_sets[r if o.anchors_per_set else 0]
+                searches.append(search_cloaks(
+                    snapshot, self.data.train, main.targets, main.negative, alpha=o.alpha, beta=o.beta,
+                    contrast=o.contrast, tau=o.contrast_tau, schedule=schedule, scale=main.scale, shift=o.shift,
+                    noise=o.input_noise, extra_views=extra, seed=ctx.exp.seed + 1000 * r,
+                ))
         sets = [cloaks for cloaks, _ in searches]
         if o.figures:  # the first set's loss curve
             loss_figure(searches[0][1], ctx.figures_dir / "hijack_5_cloak_loss.png", "HijackFL cloak search")
         return CloakedHijacker(mapping, sets, o.decoding)
+
+    def anchor_inputs(self, snapshot: SiegeModel, classes: list[int], seed: int) -> torch.Tensor:
+        """Synthetic anchor inputs for `classes`; their confidences go to the summary, a stalled one to the log."""
+        o = self.options
+        inputs = synthetic_anchor_inputs(snapshot, classes, steps=o.anchor_steps, lr=o.anchor_lr, seed=seed,
+                                         restarts=o.anchor_restarts)
+        conf = class_confidence(snapshot, inputs, classes)
+        self.anchor_confidences.append(conf)
+        every = torch.cat(self.anchor_confidences)
+        self.notes["anchor_confidence"] = float(every.mean())
+        self.notes["anchor_confidence_min"] = float(every.min())
+        if float(conf.min()) < ANCHOR_WARN:
+            log.warning("synthetic anchor of original class %d reaches only %.2f confidence; its cloak will be weak "
+                        "(raise anchor_restarts or anchor_lr)", classes[int(conf.argmin())], float(conf.min()))
+        return inputs
 
     def view(self, model: SiegeModel, own: ImageDataset, classes: list[int], inputs: torch.Tensor | None) -> CloakView:
         """`model` with its anchors: features of the synthetic anchor inputs, or its class means of features."""

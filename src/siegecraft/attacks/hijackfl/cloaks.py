@@ -109,6 +109,12 @@ class ClassSampler:
         dy, dx = torch.randint(0, 2 * s + 1, (2, len(x)), generator=self.gen).tolist()
         return torch.stack([padded[i, :, a:a + h, b:b + w] for i, (a, b) in enumerate(zip(dy, dx))])
 
+    def noisy(self, x: torch.Tensor, std: float) -> torch.Tensor:
+        """`x` plus N(0, std^2) per pixel, clamped to [0, 1] (unchanged when `std` is 0)."""
+        if std <= 0:
+            return x
+        return (x + std * torch.randn(x.shape, generator=self.gen)).clamp(0.0, 1.0)
+
     def balanced(self, m: int) -> tuple[torch.Tensor, torch.Tensor]:
         """`m` random samples of each class, [k * m, C, H, W] grouped by class, and their labels [k * m]."""
         labels = torch.arange(len(self.own)).repeat_interleave(m)
@@ -157,6 +163,7 @@ def search_cloaks(
     schedule: CloakSchedule | None = None,
     scale: FeatureScale | None = None,
     shift: int = 0,
+    noise: float = 0.0,
     extra_views: Sequence[CloakView] = (),
     seed: int = 0,
 ) -> tuple[BlendPatterns, list[float]]:
@@ -167,7 +174,8 @@ def search_cloaks(
     round(batch_size / K) samples of every class and applies every cloak to all of them, so each cloak
     sees about `batch_size` cloaked images per step (its own class and all the others). `shift` > 0
     translates every drawn sample by up to that many pixels first, so a cloak cannot fit the exact
-    positions of a few hundred digits. `extra_views` are further models (with their own anchors) the
+    positions of a few hundred digits; `noise` > 0 adds Gaussian noise of that std to every drawn sample
+    (clamped to [0, 1]) for the same reason. `extra_views` are further models (with their own anchors) the
     same cloaks must work on; the loss is the mean over the snapshot and them.
     """
     schedule = schedule or CloakSchedule()
@@ -186,7 +194,7 @@ def search_cloaks(
     losses = []
     for _ in range(steps):
         x, labels = sampler.balanced(m)
-        x = sampler.shifted(x, shift)
+        x = sampler.noisy(sampler.shifted(x, shift), noise)
         cloaked = blend(x[None], w[:, None], alpha).flatten(0, 1)  # [K * B, C, H, W]: cloak k, sample i
         value = torch.zeros(())
         for view in views:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from siegecraft.attacks.base import AttackOptions
 
@@ -59,6 +59,14 @@ class HijackFLOptions(CloakOptions):
         1, ge=1, le=8, description="independent cloak searches (different random starts and batches); execution "
         "sums their scores per class (1 = the authors' single set)",
     )
+    anchors_per_set: bool = Field(
+        False, description="each cloak set gets its own synthetic anchors (its own random start, seed + 1000 r) "
+        "instead of sharing the first set's",
+    )
+    input_noise: float = Field(
+        0.0, ge=0, le=0.5, description="std of Gaussian noise added to each hijacking sample during the cloak "
+        "search (clamped to [0, 1]); 0 = none",
+    )
     lookahead: bool = Field(
         False, description="also fit the cloaks to the snapshot plus the attacker's own benign update (a guess at "
         "the next global model)",
@@ -76,3 +84,9 @@ class HijackFLOptions(CloakOptions):
     decoding: Literal["mapped", "top1"] = Field(
         "mapped", description="cloak score: its mapped class's probability, or the top-1 one when it is the mapped class"
     )
+
+    @model_validator(mode="after")
+    def _anchors_per_set_needs_synthetic(self) -> HijackFLOptions:
+        if self.anchors_per_set and self.anchors != "synthetic":
+            raise ValueError("anchors_per_set needs anchors = 'synthetic' (mean anchors have no random start)")
+        return self

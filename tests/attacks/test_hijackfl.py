@@ -142,6 +142,18 @@ def test_stalled_synthetic_anchor_is_restarted_and_others_are_kept() -> None:
         synthetic_anchor_inputs(model, [0, 1], steps=1, restarts=-1)
 
 
+def test_anchor_confidences_are_summarised_and_a_stall_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    adv = HijackFL([1], HijackFL.options_model())
+    with caplog.at_level("WARNING", logger="siegecraft.attacks.hijack"):
+        adv.note_anchor_confidence([4, 7], torch.tensor([[0.99, 0.95], [0.98, 0.97]]))
+    assert not caplog.records
+    assert adv.notes["anchor_sets"] == 2 and adv.notes["anchor_confidence_min"] == pytest.approx(0.95)
+    with caplog.at_level("WARNING", logger="siegecraft.attacks.hijack"):
+        adv.note_anchor_confidence([4, 7], torch.tensor([[0.99, 0.10], [0.98, 0.97]]))
+    assert len(caplog.records) == 1 and "original class 7 reaches only 0.10" in caplog.records[0].getMessage()
+    assert adv.notes["anchor_confidence"] == pytest.approx((0.99 + 0.10 + 0.98 + 0.97) / 4)
+
+
 def test_mean_anchors_are_class_means_of_features(digits_model: SiegeModel) -> None:
     data = load_dataset("digits", "test")
     a = mean_anchors(digits_model, data, [0, 5])
@@ -305,7 +317,7 @@ def _hijacker(tmp_path: Path, options: dict) -> tuple[HijackFL, CloakedHijacker]
 def test_anchors_per_set_give_later_sets_their_own_anchors_and_leave_the_first_alone(tmp_path: Path) -> None:
     shared_adv, shared = _hijacker(tmp_path / "shared", {"cloak_sets": 2})
     own_adv, own = _hijacker(tmp_path / "own", {"cloak_sets": 2, "anchors_per_set": True})
-    assert len(shared_adv.anchor_confidences) == 1 and len(own_adv.anchor_confidences) == 2
+    assert shared_adv.notes["anchor_sets"] == 1 and own_adv.notes["anchor_sets"] == 2
     assert torch.equal(shared.sets[0].weights, own.sets[0].weights)  # set 0 keeps seed 0's anchors
     assert not torch.allclose(shared.sets[1].weights, own.sets[1].weights, atol=1e-4)
     with pytest.raises(ConfigError, match="anchors_per_set"):

@@ -20,6 +20,7 @@ import torch
 from siegecraft.attacks.base import Adversary, FederationContext
 from siegecraft.attacks.hijackfl.adapter import HijackData, load_hijack_data
 from siegecraft.attacks.hijackfl.anchors import (
+    STALLED_CONFIDENCE,
     FeatureScale,
     batched_features,
     class_confidence,
@@ -50,7 +51,6 @@ log = logging.getLogger("siegecraft.attacks.hijack")
 
 __all__ = ["HijackAdversary", "HijackFL", "default_attack_round"]
 
-ANCHOR_WARN = 0.5  # a synthetic anchor below this confidence is reported as stalled
 CLEAN_EVAL_SAMPLES = 2000  # clean original-task inputs used to fit and check the squeezing threshold
 
 
@@ -188,7 +188,6 @@ class HijackFL(HijackAdversary):
     def __init__(self, clients: list[int], options: HijackOptions) -> None:
         super().__init__(clients, options)
         self.ahead_weights: torch.Tensor | None = None
-        self.anchor_confidences: list[torch.Tensor] = []
 
     def client_update(
         self, ctx: FederationContext, client_id: int, rnd: int, global_weights: torch.Tensor,
@@ -207,13 +206,19 @@ class HijackFL(HijackAdversary):
         classes = [*mapping.targets, mapping.negative]
         ahead = frozen_model(ctx.model_factory, self.ahead_weights) if self.ahead_weights is not None else None
         with self.stage("anchors"):
-            view_sets = []  # per anchor set: the snapshot's view, then the look-ahead model's
+            view_sets, confidences = [], []  # per anchor set: the snapshot's view, then the look-ahead model's
             for r in range(o.cloak_sets if o.anchors_per_set else 1):
-                inputs = self.anchor_inputs(snapshot, classes, ctx.exp.seed + 1000 * r) if o.anchors == "synthetic" else None
+                inputs = None
+                if o.anchors == "synthetic":
+                    inputs = synthetic_anchor_inputs(snapshot, classes, steps=o.anchor_steps, lr=o.anchor_lr,
+                                                     seed=ctx.exp.seed + 1000 * r, restarts=o.anchor_restarts)
+                    confidences.append(class_confidence(snapshot, inputs, classes))
                 views = [self.view(snapshot, own, classes, inputs)]
                 if ahead is not None:
                     views.append(self.view(ahead, own, classes, inputs))
                 view_sets.append(views)
+            if confidences:
+                self.note_anchor_confidence(classes, torch.stack(confidences))
         schedule = CloakSchedule(o.epochs, o.lr, o.batch_size, o.schedule, o.max_steps)
         searches = []
         with self.stage("cloaks"):
@@ -229,20 +234,16 @@ class HijackFL(HijackAdversary):
             loss_figure(searches[0][1], ctx.figures_dir / "hijack_5_cloak_loss.png", "HijackFL cloak search")
         return CloakedHijacker(mapping, sets, o.decoding)
 
-    def anchor_inputs(self, snapshot: SiegeModel, classes: list[int], seed: int) -> torch.Tensor:
-        """Synthetic anchor inputs for `classes`; their confidences go to the summary, a stalled one to the log."""
-        o = self.options
-        inputs = synthetic_anchor_inputs(snapshot, classes, steps=o.anchor_steps, lr=o.anchor_lr, seed=seed,
-                                         restarts=o.anchor_restarts)
-        conf = class_confidence(snapshot, inputs, classes)
-        self.anchor_confidences.append(conf)
-        every = torch.cat(self.anchor_confidences)
-        self.notes["anchor_confidence"] = float(every.mean())
-        self.notes["anchor_confidence_min"] = float(every.min())
-        if float(conf.min()) < ANCHOR_WARN:
-            log.warning("synthetic anchor of original class %d reaches only %.2f confidence; its cloak will be weak "
-                        "(raise anchor_restarts or anchor_lr)", classes[int(conf.argmin())], float(conf.min()))
-        return inputs
+    def note_anchor_confidence(self, classes: list[int], conf: torch.Tensor) -> None:
+        """Summary fields for the synthetic anchors' confidences [sets, classes]; a stalled anchor is logged."""
+        self.notes.update(anchor_sets=len(conf), anchor_confidence=float(conf.mean()),
+                          anchor_confidence_min=float(conf.min()))
+        per_class = conf.min(0).values
+        worst = int(per_class.argmin())
+        if float(per_class[worst]) < STALLED_CONFIDENCE:
+            log.warning("synthetic anchor of original class %d reaches only %.2f confidence after %d restarts; its "
+                        "cloak will be weak (raise anchor_restarts or anchor_lr)", classes[worst],
+                        float(per_class[worst]), self.options.anchor_restarts)
 
     def view(self, model: SiegeModel, own: ImageDataset, classes: list[int], inputs: torch.Tensor | None) -> CloakView:
         """`model` with its anchors: features of the synthetic anchor inputs, or its class means of features."""

@@ -18,9 +18,11 @@ from siegecraft.data import ImageDataset
 from siegecraft.models import SiegeModel
 
 __all__ = [
-    "FeatureScale", "batched_features", "class_confidence", "mean_anchors", "synthetic_anchor_inputs",
-    "synthetic_anchors",
+    "STALLED_CONFIDENCE", "FeatureScale", "batched_features", "class_confidence", "mean_anchors",
+    "synthetic_anchor_inputs", "synthetic_anchors",
 ]
+
+STALLED_CONFIDENCE = 0.9  # a synthetic anchor below this probability of its class has stalled
 
 
 def batched_features(model: SiegeModel, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
@@ -38,7 +40,7 @@ def synthetic_anchor_inputs(
     lr: float = 5e-3,
     seed: int = 0,
     restarts: int = 4,
-    min_confidence: float = 0.9,
+    min_confidence: float = STALLED_CONFIDENCE,
 ) -> torch.Tensor:
     """One maximum-confidence input per class in `classes`: sigmoid(Z), Z optimised from N(0, 1).
 

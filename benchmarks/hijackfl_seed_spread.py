@@ -14,6 +14,8 @@ the final model (high on the snapshot, low on the final model). Runs go two at a
 
     .venv/bin/python benchmarks/hijackfl_seed_spread.py                          # FedAvg, seeds 1 and 2
     .venv/bin/python benchmarks/hijackfl_seed_spread.py --defenses mean,krum:f=4 --seeds 0,1,2
+    .venv/bin/python benchmarks/hijackfl_seed_spread.py --defenses median --seeds 1,2 \
+        --hijack-set anchors_per_set=false --hijack-set input_noise=0   # the stored matrix's HijackFL
     .venv/bin/python benchmarks/hijackfl_seed_spread.py --quick                  # digits, a smoke run
 Writes benchmarks/results/hijackfl_seed_spread.json.
 """
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import defense_matrix  # the same federation and attack as the matrix's longer run (benchmarks/ is on sys.path)
+import tomllib
 
 RESULTS = Path(__file__).parent / "results" / "hijackfl_seed_spread.json"
 KEYS = ("hijack_acc", "snapshot_hijack_acc", "no_cloak_acc", "anchor_confidence_min")
@@ -43,7 +46,18 @@ def long_run_args(seed: int, quick: bool) -> argparse.Namespace:
     return args
 
 
-def run_one(job: tuple[str, int, bool, str]) -> dict[str, Any]:
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`KEY=VALUE` pairs, VALUE read as a TOML value (so `false`, `0.05`, `"mean"` keep their types)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--hijack-set expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"]
+    return out
+
+
+def run_one(job: tuple[str, int, bool, str, dict[str, Any]]) -> dict[str, Any]:
     """One federation under aggregation rule `defense` with HijackFL (client 0) and `seed`, in its own process."""
     import torch
 
@@ -52,10 +66,11 @@ def run_one(job: tuple[str, int, bool, str]) -> dict[str, Any]:
     from siegecraft.runner import run_experiment
 
     torch.set_num_threads(1)
-    defense, seed, quick, out = job
+    defense, seed, quick, out, overrides = job
     args = long_run_args(seed, quick)
     raw = defense_matrix.long_run_config(args)
-    raw["attack"] = {"name": "hijackfl", "clients": [0], "options": defense_matrix.long_hijack_options(args)}
+    options = {**defense_matrix.long_hijack_options(args), **overrides}
+    raw["attack"] = {"name": "hijackfl", "clients": [0], "options": options}
     raw["defense"] = defense_section(defense)
     raw["name"] = f"hijackfl-{defense.replace(':', '_').replace('=', '')}-seed{seed}"
     t0 = time.perf_counter()
@@ -77,6 +92,8 @@ def main() -> None:
     p.add_argument("--seeds", default="1,2", help="comma-separated seeds (seed 0 is the matrix's own cell)")
     p.add_argument("--defenses", default="mean", help="comma-separated aggregation rules, as matrix tokens")
     p.add_argument("--workers", type=int, default=2, help="runs at once (one torch thread each)")
+    p.add_argument("--hijack-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a HijackFL option of the config (repeatable), e.g. anchors_per_set=false")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", type=Path, default=Path("runs/hijackfl_seed_spread"))
     p.add_argument("--json", type=Path, default=RESULTS, help="where the results go")
@@ -87,8 +104,13 @@ def main() -> None:
         p.error("--seeds and --defenses need at least one value each")
     if args.workers < 1:
         p.error("--workers must be >= 1")
-    jobs = [(d, s, args.quick, str(args.out)) for d in defenses for s in seeds]
-    options = defense_matrix.long_hijack_options(long_run_args(seeds[0], args.quick))  # read before any run
+    try:
+        overrides = parse_overrides(args.hijack_set)
+    except (ValueError, tomllib.TOMLDecodeError) as err:
+        p.error(str(err))
+    jobs = [(d, s, args.quick, str(args.out), overrides) for d in defenses for s in seeds]
+    # read before any run
+    options = {**defense_matrix.long_hijack_options(long_run_args(seeds[0], args.quick)), **overrides}
     t0 = time.perf_counter()
     with get_context("spawn").Pool(min(len(jobs), args.workers)) as pool:
         rows = pool.map(run_one, jobs)

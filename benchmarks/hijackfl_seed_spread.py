@@ -58,7 +58,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def run_one(job: tuple[str, int, bool, str, dict[str, Any]]) -> dict[str, Any]:
-    """One federation under aggregation rule `defense` with HijackFL (client 0) and `seed`, in its own process."""
+    """One federation under aggregation rule `defense` with HijackFL (client 0, `options`) and `seed`, in its
+    own process."""
     import torch
 
     from siegecraft.config import build_experiment
@@ -66,10 +67,8 @@ def run_one(job: tuple[str, int, bool, str, dict[str, Any]]) -> dict[str, Any]:
     from siegecraft.runner import run_experiment
 
     torch.set_num_threads(1)
-    defense, seed, quick, out, overrides = job
-    args = long_run_args(seed, quick)
-    raw = defense_matrix.long_run_config(args)
-    options = {**defense_matrix.long_hijack_options(args), **overrides}
+    defense, seed, quick, out, options = job
+    raw = defense_matrix.long_run_config(long_run_args(seed, quick))
     raw["attack"] = {"name": "hijackfl", "clients": [0], "options": options}
     raw["defense"] = defense_section(defense)
     raw["name"] = f"hijackfl-{defense.replace(':', '_').replace('=', '')}-seed{seed}"
@@ -108,9 +107,9 @@ def main() -> None:
         overrides = parse_overrides(args.hijack_set)
     except (ValueError, tomllib.TOMLDecodeError) as err:
         p.error(str(err))
-    jobs = [(d, s, args.quick, str(args.out), overrides) for d in defenses for s in seeds]
-    # read before any run
+    # read once, so every run and the JSON use the same options (the seed does not change them)
     options = {**defense_matrix.long_hijack_options(long_run_args(seeds[0], args.quick)), **overrides}
+    jobs = [(d, s, args.quick, str(args.out), options) for d in defenses for s in seeds]
     t0 = time.perf_counter()
     with get_context("spawn").Pool(min(len(jobs), args.workers)) as pool:
         rows = pool.map(run_one, jobs)

@@ -290,17 +290,23 @@ def test_several_cloak_sets_send_every_cloak_and_sum_their_scores() -> None:
         CloakedHijacker(mapping, [a, BlendPatterns(torch.zeros(3, 1, 2, 2), 0.5)])
 
 
-def test_cloak_sets_are_independent_searches(tmp_path: Path) -> None:
-    fed = _federation(tmp_path, {**FAST, "attack_round": 1, "cloak_sets": 2})
-    adv = fed.adversary
-    assert isinstance(adv, HijackFL)
-    adv.setup(fed.ctx)
-    weights = fed.global_weights.clone()
-    adv.client_update(fed.ctx, 1, 1, weights, lambda: fed.trainer.train(1, 1, weights))
-    hijacker = adv.hijacker
-    assert isinstance(hijacker, CloakedHijacker) and len(hijacker.sets) == 2
-    assert not torch.allclose(hijacker.sets[0].weights, hijacker.sets[1].weights)
-    assert hijacker.queries(adv.data.test.x[:2]).shape[0] == 2 * 3
+# -- metrics -----------------------------------------------------------------------------------
+def test_ssim_and_l2() -> None:
+    gen = torch.Generator().manual_seed(0)
+    a = torch.rand(4, 1, 28, 28, generator=gen)
+    assert torch.allclose(ssim(a, a), torch.ones(4), atol=1e-5)
+    noisy = (a + 0.3 * torch.randn(a.shape, generator=gen)).clamp(0, 1)
+    assert float(ssim(a, noisy).max()) < 0.9
+    assert mean_l2(a, a) == 0.0 and abs(mean_l2(torch.zeros(2, 1, 2, 2), torch.ones(2, 1, 2, 2)) - 2.0) < 1e-6
+    cm = confusion_matrix(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 0]), 2)
+    assert cm.tolist() == [[1, 1], [0, 1]]
+
+
+# -- the adversary in the federation -----------------------------------------------------------
+def _federation(tmp_path: Path, options: dict, **overrides) -> Federation:
+    raw = tiny_raw(attack={"name": "hijackfl", "clients": [1], "options": options}, **overrides)
+    exp = build_experiment(raw)
+    return Federation(exp, RunDir.create(tmp_path, "t"))
 
 
 def _hijacker(tmp_path: Path, options: dict) -> tuple[HijackFL, CloakedHijacker]:
@@ -312,6 +318,13 @@ def _hijacker(tmp_path: Path, options: dict) -> tuple[HijackFL, CloakedHijacker]
     adv.client_update(fed.ctx, 1, 1, weights, lambda: fed.trainer.train(1, 1, weights))
     assert isinstance(adv.hijacker, CloakedHijacker)
     return adv, adv.hijacker
+
+
+def test_cloak_sets_are_independent_searches(tmp_path: Path) -> None:
+    adv, hijacker = _hijacker(tmp_path, {"cloak_sets": 2})
+    assert adv.data is not None and len(hijacker.sets) == 2
+    assert not torch.allclose(hijacker.sets[0].weights, hijacker.sets[1].weights)
+    assert hijacker.queries(adv.data.test.x[:2]).shape[0] == 2 * 3
 
 
 def test_anchors_per_set_give_later_sets_their_own_anchors_and_leave_the_first_alone(tmp_path: Path) -> None:
@@ -341,25 +354,6 @@ def test_input_noise_perturbs_the_drawn_samples_within_range_and_changes_the_sea
     _, plain = _hijacker(tmp_path / "plain", {})
     _, noised = _hijacker(tmp_path / "noised", {"input_noise": 0.1})
     assert not torch.allclose(plain.sets[0].weights, noised.sets[0].weights, atol=1e-4)
-
-
-# -- metrics -----------------------------------------------------------------------------------
-def test_ssim_and_l2() -> None:
-    gen = torch.Generator().manual_seed(0)
-    a = torch.rand(4, 1, 28, 28, generator=gen)
-    assert torch.allclose(ssim(a, a), torch.ones(4), atol=1e-5)
-    noisy = (a + 0.3 * torch.randn(a.shape, generator=gen)).clamp(0, 1)
-    assert float(ssim(a, noisy).max()) < 0.9
-    assert mean_l2(a, a) == 0.0 and abs(mean_l2(torch.zeros(2, 1, 2, 2), torch.ones(2, 1, 2, 2)) - 2.0) < 1e-6
-    cm = confusion_matrix(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 0]), 2)
-    assert cm.tolist() == [[1, 1], [0, 1]]
-
-
-# -- the adversary in the federation -----------------------------------------------------------
-def _federation(tmp_path: Path, options: dict, **overrides) -> Federation:
-    raw = tiny_raw(attack={"name": "hijackfl", "clients": [1], "options": options}, **overrides)
-    exp = build_experiment(raw)
-    return Federation(exp, RunDir.create(tmp_path, "t"))
 
 
 def test_adversary_uploads_exactly_the_benign_update_and_keeps_a_snapshot(tmp_path: Path) -> None:

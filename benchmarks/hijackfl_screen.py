@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 # torch and the model zoo only, so the screen also runs where the package is not installed (a GPU machine)
-from siegecraft.models import build_model
+from siegecraft.models import build_model, load_flat_params
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 FIT_PER_CLASS_HELD_OUT = 100  # validation digits per class, taken from the attacker's training digits
@@ -105,7 +105,7 @@ def export(run_dirs: list[Path], out: Path) -> None:
 def frozen(spec: dict[str, Any], flat: torch.Tensor) -> torch.nn.Module:
     model = build_model(spec["name"], in_channels=spec["in_channels"], num_classes=spec["num_classes"],
                         image_size=spec["image_size"], **spec["options"])
-    torch.nn.utils.vector_to_parameters(flat.float(), model.parameters())
+    load_flat_params(model, flat)
     model.to(DEV).eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -161,6 +161,7 @@ def anchor_inputs(model: torch.nn.Module, classes: list[int], seeds: list[int], 
         weak = (conf < 0.9).nonzero().flatten()
         if len(weak) == 0:
             break
+        # fresh starts from one seed per restart round (the package restarts each set from seed + r)
         z1 = torch.randn((len(weak), *shape), generator=torch.Generator().manual_seed(777 + r)).to(DEV)
         x1, c1 = optimise(z1, all_cls[weak])
         better = c1 > conf[weak]
@@ -174,8 +175,10 @@ def search(fed: dict[str, Any], v: dict[str, Any]) -> tuple[torch.Tensor, float]
     snap, k, sets, multi = fed["snap"], len(fed["targets"]), v["sets"], v["multi"]
     # "pre": the feature layer before its ReLU (the zoo's `cnn` layout)
     feat = (lambda x: snap.fc[1](snap.fc[0](snap.convs(x)))) if v["feat"] == "pre" else snap.features
-    own = v["anchors"] == "own"
-    seeds = [v["seed"] * own + fed["seed"] + 1000 * s * own + 100000 * j for s in range(sets) for j in range(multi)]
+    if v["anchors"] == "own":  # set s from seed + 1000 s, as the package's anchors_per_set
+        seeds = [v["seed"] + fed["seed"] + 1000 * s + 100000 * j for s in range(sets) for j in range(multi)]
+    else:  # every set shares the federation's anchors
+        seeds = [fed["seed"] + 100000 * j for _ in range(sets) for j in range(multi)]
     ax, least = anchor_inputs(snap, [*fed["targets"], fed["negative"]], seeds, v["anchor_steps"], v["anchor_lr"])
     with torch.no_grad():
         af = feat(ax.flatten(0, 1)).view(sets, multi, k + 1, -1)

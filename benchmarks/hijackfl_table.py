@@ -184,16 +184,13 @@ def main() -> None:
 
 
 def print_table(report: dict[str, Any]) -> None:
-    rows = [("hijackfl", report), *report["baselines"].items()]
+    rows = [("hijackfl", report), *report["baselines"].items(),
+            *((f"{name} x{r['scale']:g}", r) for name, sweep in report["scale_sweep"].items() for r in sweep)]
     print(f"{'attack':<12}{'hijack_acc':>11}{'no_cloak':>10}{'utility':>9}{'drop':>8}{'ssim':>7}")
     for name, r in rows:
+        ssim = f"{r['ssim']:>7.3f}" if "ssim" in r else ""
         print(f"{name:<12}{r['hijack_acc']:>11.4f}{r['no_cloak_acc']:>10.4f}{r['utility']:>9.4f}"
-              f"{r['utility_drop']:>8.4f}{r['ssim']:>7.3f}")
-    for name, sweep in report.get("scale_sweep", {}).items():
-        for r in sweep:
-            label = f"{name} x{r['scale']:g}"
-            print(f"{label:<12}{r['hijack_acc']:>11.4f}{r['no_cloak_acc']:>10.4f}{r['utility']:>9.4f}"
-                  f"{r['utility_drop']:>8.4f}{'':>7}")
+              f"{r['utility_drop']:>8.4f}{ssim}")
 
 
 if __name__ == "__main__":

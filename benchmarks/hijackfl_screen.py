@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from siegecraft.models import build_model, load_flat_params
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
-FIT_PER_CLASS_HELD_OUT = 100  # validation digits per class, taken from the attacker's training digits
+VALIDATION_PER_CLASS = 100  # held out of each class's training digits to score settings on
 
 # the benchmark's settings (experiments/hijackfl/fmnist_mnist.toml before the screen); m = samples per
 # class per step (batch_size / K), sets = searches per federation, group = sets per ensemble
@@ -120,8 +120,8 @@ def load_inputs(path: Path) -> dict[str, dict[str, Any]]:
         for c in range(int(d["y"].max()) + 1):
             idx = (d["y"] == c).nonzero().flatten()
             idx = idx[torch.randperm(len(idx), generator=gen)]
-            val.append(idx[:FIT_PER_CLASS_HELD_OUT])
-            fit.append(idx[FIT_PER_CLASS_HELD_OUT:])
+            val.append(idx[:VALIDATION_PER_CLASS])
+            fit.append(idx[VALIDATION_PER_CLASS:])
         fit_y = d["y"][torch.cat(fit)]
         feds[name] = {
             "snap": frozen(d["model"], d["snapshot"]), "final": frozen(d["model"], d["final"]),

@@ -35,6 +35,7 @@ BASELINES = ("uap", "reprogram", "poison", "chameleon")
 BASELINE_EXTRA: dict[str, dict[str, Any]] = {"poison": {"scale": 10.0}, "chameleon": {"scale": 10.0}}
 BLEND_BASELINES = ("uap", "reprogram")
 SCALED_BASELINES = ("poison", "chameleon")  # model replacement: the scale trades hijacking for utility
+DEFAULT_SCALES = (1.0, 2.0, 5.0)
 DEFENSES = ("median", "trimmed_mean", "krum")
 KEYS = ("hijack_acc", "no_cloak_acc", "ssim", "l2", "squeeze_detect_rate", "squeeze_detect_any",
         "squeeze_clean_fpr", "anchor_confidence", "anchor_confidence_min", "snapshot_hijack_acc", "mapping",
@@ -76,7 +77,7 @@ def main() -> None:
     parser.add_argument("--defenses", action="store_true", help="also run HijackFL under robust aggregation")
     parser.add_argument("--only", nargs="*", default=None, help="baselines to run (default: all)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    parser.add_argument("--scales", type=parse_scales, default=(1.0, 2.0, 5.0),
+    parser.add_argument("--scales", type=parse_scales, default=DEFAULT_SCALES,
                         help="comma-separated model-replacement scales for poison and chameleon ('' for none)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
@@ -136,7 +137,8 @@ def main() -> None:
     report = {
         "benchmark": "HijackFL vs baselines, Fashion-MNIST <- MNIST-5k",
         "command": "python benchmarks/hijackfl_table.py" + (" --quick" if args.quick else "")
-        + (" --full" if args.full else "") + (" --defenses" if args.defenses else ""),
+        + (" --full" if args.full else "") + (" --defenses" if args.defenses else "")
+        + (f" --scales {','.join(f'{x:g}' for x in args.scales)}" if args.scales != DEFAULT_SCALES else ""),
         "setup": {
             "config": str(CONFIG.relative_to(ROOT)),
             "original": raw["data"]["dataset"], "hijacking": opts["dataset"], "hijack_classes": opts["num_classes"],

@@ -7,10 +7,12 @@ from typing import Any
 import numpy as np
 
 from siegecraft.enclave.codec import FixedPointCodec
+from siegecraft.enclave.masks import ZeroSumMaskIssuer
 from siegecraft.enclave.roles.aggregator import AggregatorRole
 from siegecraft.enclave.roles.base import ADMIN, Message
 
 CODEC = FixedPointCodec(8.0, 16, 64)
+SESSION = b"s" * 16
 
 
 def aggregator(children: set[str]) -> tuple[AggregatorRole, list[tuple[str, str, dict[str, Any], Any]]]:
@@ -18,6 +20,7 @@ def aggregator(children: set[str]) -> tuple[AggregatorRole, list[tuple[str, str,
     role = AggregatorRole.__new__(AggregatorRole)
     role.id, role.codec, role.is_root, role.parent = "agg-1-0", CODEC, False, "root"
     role.children, role.expect, role.sums = children, None, {}
+    role.blinded, role.released_round, role.session = {}, -1, SESSION
     sent: list[tuple[str, str, dict[str, Any], Any]] = []
     role.send = lambda dst, kind, meta, arrays=None: sent.append((dst, kind, meta, arrays))  # type: ignore[method-assign]
     role.audit = lambda *a, **k: None  # type: ignore[method-assign]
@@ -78,22 +81,57 @@ def test_sums_of_an_earlier_attempt_are_dropped_by_a_later_expect() -> None:
     np.testing.assert_array_equal(arrays["v"], v[0] + v[1])
 
 
-def root_expect(children: list[str], total_samples: int) -> Message:
-    meta = {"rnd": 1, "attempt": 0, "children": children, "t_ready": 0.5, "total_samples": total_samples}
+def root_expect(children: list[str], total_samples: int, attempt: int = 0) -> Message:
+    meta = {"rnd": 1, "attempt": attempt, "children": children, "t_ready": 0.5, "total_samples": total_samples}
     return Message("EXPECT", ADMIN, meta, {}, True)
 
 
-def test_root_reports_the_weighted_mean_once_the_counts_match_the_admins_total() -> None:
+def commit(attempt: int, seed: bytes, rnd: int = 1) -> Message:
+    meta = {"rnd": rnd, "attempt": attempt, "unblind": seed.hex(), "layout": [2], "t_ready": 0.5}
+    return Message("COMMIT", ADMIN, meta, {}, True)
+
+
+def root_with_blinded_attempts(attempts: int) -> tuple[AggregatorRole, list, list[bytes]]:
+    """A root that summed `attempts` complete attempts of round 1 (each blinded), plus their seeds."""
     role, sent = aggregator({"te-0", "te-1"})
-    role.is_root = True
-    samples = {"te-0": 3, "te-1": 3}
+    role.is_root, role.id = True, "root"
+    issuer = ZeroSumMaskIssuer(SESSION, [2], 64)
     updates = {"te-0": np.array([0.5, -1.0]), "te-1": np.array([0.25, 2.0])}
-    role.handle(root_expect(["te-0", "te-1"], total_samples=6))
-    for src, update in updates.items():  # what each training enclave sends, masks left out
-        role.handle(masked(src, CODEC.encode(update, weight=samples[src] / 6)))
-    (dst, kind, meta, arrays), (admin, done, _, _) = sent
-    assert (dst, kind, meta["num_samples"], admin, done) == ("owner", "RESULT", 6, ADMIN, "AGGREGATED")
+    seeds = []
+    for attempt in range(attempts):
+        grants, blinding = issuer.issue_blinded(1, attempt, list(updates), "root")
+        assert blinding.seed is not None
+        seeds.append(blinding.seed)
+        role.handle(root_expect(list(updates), total_samples=6, attempt=attempt))
+        for src, update in updates.items():  # what each training enclave sends: encoded (weight 3/6), masked
+            role.handle(masked(src, grants[src].add_to(CODEC.encode(update, weight=0.5), [2], 64), attempt=attempt))
+    return role, sent, seeds
+
+
+def test_root_reports_a_blinded_sum_and_releases_the_mean_only_on_the_admins_commit() -> None:
+    role, sent, (seed,) = root_with_blinded_attempts(1)
+    ((admin, kind, meta, arrays),) = sent
+    assert (admin, kind, meta, arrays) == (ADMIN, "SUMMED", {"rnd": 1, "attempt": 0, "num_samples": 6}, None)
+    held = role.blinded[(1, 0)].total
+    assert np.abs(CODEC.decode(held)).max() > 1e3  # still blinded: the masks summed to B, not to zero
+    role.handle(commit(attempt=1, seed=seed))  # an attempt the root never summed: nothing happens
+    assert len(sent) == 1
+    role.handle(commit(attempt=0, seed=seed))
+    dst, kind, meta, arrays = sent[1]
+    assert (dst, kind, meta["num_samples"], meta["attempt"]) == ("owner", "RESULT", 6, 0)
     np.testing.assert_allclose(arrays["mean"], [0.375, 0.5], atol=CODEC.error_bound(2))
+    role.handle(commit(attempt=0, seed=seed))  # a second commit (a replay that got through) releases nothing
+    assert len(sent) == 2 and role.blinded == {}
+
+
+def test_root_releases_at_most_one_attempt_per_round() -> None:
+    """Two attempts of one round both complete at the root (the remask race): only one ever leaves it."""
+    role, sent, seeds = root_with_blinded_attempts(2)
+    assert [kind for _, kind, _, _ in sent] == ["SUMMED", "SUMMED"]
+    role.handle(commit(attempt=1, seed=seeds[1]))
+    role.handle(commit(attempt=0, seed=seeds[0]))
+    results = [meta["attempt"] for _, kind, meta, _ in sent if kind == "RESULT"]
+    assert results == [1]
 
 
 def test_root_alerts_when_the_counts_do_not_add_up_to_the_admins_total() -> None:

@@ -192,7 +192,8 @@ def test_broadcast_ticket_from_the_wrong_identity_aborts_the_round() -> None:
             channel = SecureChannel(me, key, them, b"host")
             channel._send_seq = env.seq
             host.done.append(fake.segment)
-            return [channel.seal_message("ROUND_START", {"rnd": host.round, "broadcast": fake.to_meta()}).to_bytes()]
+            meta = {"rnd": host.round, "broadcast": fake.to_meta()}
+            return [channel.seal_message("ROUND_START", meta, epoch=env.epoch).to_bytes()]
         return [data]
 
     (outcome,) = run(Host(forge), [1])

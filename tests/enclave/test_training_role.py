@@ -35,7 +35,7 @@ def training_role(codec: FixedPointCodec, hint: Any = None) -> tuple[TrainingRol
     sent: list[tuple[str, str, Any]] = []
     role.send = lambda dst, kind, meta, arrays=None: sent.append((dst, kind, meta))  # type: ignore[method-assign]
     # a payload is a view of the role's scratch buffer, valid until its next one: keep a copy
-    role.send_payload = lambda dst, kind, payload: sent.append((dst, kind, bytes(payload)))  # type: ignore[method-assign]
+    role.send_payload = lambda dst, kind, payload, rnd: sent.append((dst, kind, bytes(payload)))  # type: ignore[method-assign]
     role.audit = lambda *a, **k: None  # type: ignore[method-assign]
     role._train(1, np.ones(sum(LAYOUT), np.float32), hint)
     sent.clear()  # READY

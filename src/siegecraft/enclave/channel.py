@@ -2,12 +2,15 @@
 
 Keys: X25519 between the two parties' attested keys, then HKDF-SHA256 with the hash of the attested
 transcript (both roles, both keys, both measurements, the session context) as salt and the direction
-("a->b") as info, giving one AES-256-GCM key per direction. Each sealed message carries a sequence
-number that is part of the 96-bit nonce (direction tag | seq) and, with the sender, receiver and kind,
-of the associated data; the receiver accepts exactly the next number, so tampered, replayed, reordered,
-misrouted or reflected messages are all rejected with a clear error. A rejected message is never
-retried: after tampering or loss, later messages on that channel are out of order, so the channel
-fails closed (the deployment must be restarted), while a replayed copy is simply dropped.
+("a->b") as info, giving one AES-256-GCM key per direction. Each sealed message carries an epoch and
+a sequence number; both are part of the 96-bit nonce (direction tag | epoch | seq) and, with the sender,
+receiver and kind, of the associated data. Tampered, misrouted or reflected messages fail with a clear
+error; replayed and stale ones (an epoch the receiver has left) are dropped.
+
+Resynchronisation: every round's messages are sealed in that round's epoch, and an authentic message
+of a newer epoch resets the receiver's window. A message the host withheld, altered or duplicated can
+therefore spoil at most the round it belongs to: the next round's first authentic message puts the
+channel back in step, and a message of an older round can never be accepted again (its epoch is gone).
 """
 
 from __future__ import annotations
@@ -25,12 +28,15 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from siegecraft.enclave.errors import ChannelError, OutOfOrderError, ReplayError, TamperedMessageError
+from siegecraft.enclave.errors import ChannelError, ReplayError, TamperedMessageError
 from siegecraft.enclave.wire import Envelope, pack, unpack
 
 _TRANSCRIPT_DOMAIN = b"citadel/transcript/v1\0"
 _KEY_DOMAIN = b"citadel/channel/v1\0"
 TAG_BYTES = 16  # AES-GCM authentication tag
+MAX_COUNTER = 2**32 - 1  # epochs and sequence numbers each take 4 bytes of the nonce
+#: how many skipped sequence numbers of the current epoch a receiver remembers (to accept them late, once)
+MAX_MISSING = 256
 
 
 def public_bytes(key: X25519PrivateKey) -> bytes:
@@ -68,12 +74,23 @@ def _direction_key(shared: bytes, transcript: bytes, src: str, dst: str) -> byte
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=transcript, info=info).derive(shared)
 
 
-def _nonce(src: str, dst: str, seq: int) -> bytes:
-    return hashlib.sha256(f"{src}->{dst}".encode()).digest()[:4] + struct.pack(">Q", seq)
+def _nonce(env: Envelope) -> bytes:
+    """The 96-bit AES-GCM nonce: 4 bytes naming the direction, then the epoch and the sequence number
+    (4 bytes each). Unique per direction key because epochs only grow and numbers restart per epoch."""
+    return hashlib.sha256(f"{env.src}->{env.dst}".encode()).digest()[:4] + struct.pack(">II", env.epoch, env.seq)
 
 
 class SecureChannel:
-    """One end of a two-way channel; `seal` outgoing payloads, `open` incoming envelopes."""
+    """One end of a two-way channel; `seal` outgoing payloads, `open` incoming envelopes.
+
+    Messages are numbered per epoch: the sender's epoch only moves forward (a round's messages are
+    sealed in `round_epoch(rnd)`), and its sequence number restarts at 0 in each new epoch. The
+    receiver accepts each (epoch, seq) at most once: anything from an epoch older than the newest it
+    accepted is stale, a number it already accepted is a replay (both dropped, harmless), and a gap
+    (a message the host withheld) is remembered for a while so that a late or reordered copy is
+    still accepted once. A lost message therefore costs at most what it carried; the next epoch
+    starts afresh.
+    """
 
     def __init__(self, local: PeerIdentity, private_key: X25519PrivateKey, peer: PeerIdentity,
                  context: bytes) -> None:
@@ -90,25 +107,41 @@ class SecureChannel:
         self.transcript = transcript
         self._send = AESGCM(_direction_key(shared, transcript, local.role, peer.role))
         self._recv = AESGCM(_direction_key(shared, transcript, peer.role, local.role))
+        self._send_epoch = 0
         self._send_seq = 0
-        self._recv_seq = 0
+        self._recv_epoch = 0
+        self._recv_seq = 0  # one past the highest sequence number accepted in the receive epoch
+        self._recv_missing: dict[int, None] = {}  # skipped numbers of the receive epoch, oldest first
+        #: messages the peer sealed that never arrived, as far as this end can tell (gaps never filled)
+        self.gaps = 0
 
-    def seal(self, kind: str, payload: bytes | bytearray | memoryview) -> Envelope:
-        """Encrypt `payload` as the next message from local to peer."""
-        env = Envelope(kind, self.local.role, self.peer.role, self._send_seq, b"")
-        nonce = _nonce(env.src, env.dst, env.seq)
-        body = self._send.encrypt(nonce, payload, env.header_bytes())
+    def __repr__(self) -> str:
+        return f"SecureChannel({self.local.role!r} <-> {self.peer.role!r})"
+
+    def _next_header(self, kind: str, epoch: int) -> Envelope:
+        """The header of the next outgoing message in epoch max(epoch, current), advancing the counters."""
+        if epoch > self._send_epoch:
+            self._send_epoch, self._send_seq = epoch, 0
+        if self._send_epoch > MAX_COUNTER or self._send_seq > MAX_COUNTER:
+            raise ChannelError(f"channel {self.local.role!r}->{self.peer.role!r} exhausted its nonces")
+        env = Envelope(kind, self.local.role, self.peer.role, self._send_seq, b"", self._send_epoch)
         self._send_seq += 1
-        return Envelope(env.kind, env.src, env.dst, env.seq, body)
+        return env
 
-    def seal_into(self, kind: str, payload: bytes | bytearray | memoryview, out: memoryview) -> Envelope:
+    def seal(self, kind: str, payload: bytes | bytearray | memoryview, epoch: int = 0) -> Envelope:
+        """Encrypt `payload` as the next message from local to peer, in epoch `epoch` or the current one
+        if that is later (epochs never move back)."""
+        env = self._next_header(kind, epoch)
+        return env.with_body(self._send.encrypt(_nonce(env), payload, env.header_bytes()))
+
+    def seal_into(self, kind: str, payload: bytes | bytearray | memoryview, out: memoryview,
+                  epoch: int = 0) -> Envelope:
         """Like `seal`, but the body (exactly `sealed_size(len(payload))` bytes) is written into `out`;
         returns the envelope's header with an empty body."""
         if out.nbytes != self.sealed_size(len(payload)):
             raise ValueError(f"sealed body needs {self.sealed_size(len(payload))} bytes, the buffer has {out.nbytes}")
-        env = Envelope(kind, self.local.role, self.peer.role, self._send_seq, b"")
-        self._send.encrypt_into(_nonce(env.src, env.dst, env.seq), payload, env.header_bytes(), out)
-        self._send_seq += 1
+        env = self._next_header(kind, epoch)
+        self._send.encrypt_into(_nonce(env), payload, env.header_bytes(), out)
         return env
 
     @staticmethod
@@ -117,28 +150,46 @@ class SecureChannel:
         return payload_size + TAG_BYTES
 
     def open(self, env: Envelope) -> bytes:
-        """Authenticate and decrypt the next message from the peer; raise ChannelError otherwise."""
+        """Authenticate and decrypt a message from the peer; raise ChannelError otherwise (ReplayError
+        for a stale or repeated one, which the caller may drop silently)."""
         if env.src != self.peer.role or env.dst != self.local.role:
             raise ChannelError(f"misrouted message {env.src!r}->{env.dst!r} on channel "
                                f"{self.peer.role!r}->{self.local.role!r}")
         if not env.sealed:
             raise ChannelError(f"plaintext {env.kind!r} message from {env.src!r} where a sealed one is required")
-        if env.seq < self._recv_seq:
-            raise ReplayError(f"replayed message from {env.src!r}: seq {env.seq} was already accepted "
-                              f"(next expected {self._recv_seq})")
+        if not (0 <= env.epoch <= MAX_COUNTER and 0 <= env.seq <= MAX_COUNTER):
+            raise TamperedMessageError(f"{env.kind!r} from {env.src!r}: epoch or seq out of range")
+        if env.epoch < self._recv_epoch:
+            raise ReplayError(f"stale message from {env.src!r}: epoch {env.epoch}, this channel is at epoch "
+                              f"{self._recv_epoch}")
+        fresh_epoch = env.epoch > self._recv_epoch
+        if not fresh_epoch and env.seq < self._recv_seq and env.seq not in self._recv_missing:
+            raise ReplayError(f"replayed message from {env.src!r}: epoch {env.epoch} seq {env.seq} was already "
+                              "accepted")
         try:
-            payload = self._recv.decrypt(_nonce(env.src, env.dst, env.seq), env.body, env.header_bytes())
+            payload = self._recv.decrypt(_nonce(env), env.body, env.header_bytes())
         except InvalidTag:
-            raise TamperedMessageError(f"authentication failed for {env.kind!r} from {env.src!r} (seq "
-                                       f"{env.seq}): ciphertext or header was modified") from None
-        if env.seq != self._recv_seq:
-            raise OutOfOrderError(f"out-of-order message from {env.src!r}: seq {env.seq}, expected {self._recv_seq} "
-                              "(a message was dropped or reordered on the relay)")
-        self._recv_seq += 1
+            raise TamperedMessageError(f"authentication failed for {env.kind!r} from {env.src!r} (epoch "
+                                       f"{env.epoch}, seq {env.seq}): ciphertext or header was modified") from None
+        if fresh_epoch:  # only an authentic message moves the epoch, so a forged header cannot
+            self.gaps += len(self._recv_missing)
+            self._recv_epoch, self._recv_seq, self._recv_missing = env.epoch, 0, {}
+        if env.seq in self._recv_missing:
+            del self._recv_missing[env.seq]  # a late or reordered message fills its gap
+        else:
+            first = max(self._recv_seq, env.seq - MAX_MISSING)
+            self.gaps += first - self._recv_seq  # too far back to remember
+            for skipped in range(first, env.seq):
+                self._recv_missing[skipped] = None
+            self._recv_seq = env.seq + 1
+        while len(self._recv_missing) > MAX_MISSING:
+            del self._recv_missing[next(iter(self._recv_missing))]
+            self.gaps += 1
         return payload
 
-    def seal_message(self, kind: str, meta: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> Envelope:
-        return self.seal(kind, pack(meta, arrays))
+    def seal_message(self, kind: str, meta: dict[str, Any], arrays: dict[str, np.ndarray] | None = None,
+                     epoch: int = 0) -> Envelope:
+        return self.seal(kind, pack(meta, arrays), epoch)
 
     def open_message(self, env: Envelope) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         return unpack(self.open(env))

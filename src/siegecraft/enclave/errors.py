@@ -20,11 +20,8 @@ class TamperedMessageError(ChannelError):
 
 
 class ReplayError(ChannelError):
-    """A message arrived with a sequence number that was already accepted: a replay, dropped harmlessly."""
-
-
-class OutOfOrderError(ChannelError):
-    """A message arrived ahead of its turn: the relay dropped or reordered messages on this channel."""
+    """A message that was already accepted, or belongs to an epoch (round) the channel has left: dropped
+    harmlessly."""
 
 
 class CodecError(CitadelError):

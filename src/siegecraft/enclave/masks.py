@@ -5,6 +5,11 @@ fresh 256-bit seeds s_1..s_{n-1} from the OS generator; party p_i's mask is PRG(
 AES-256-CTR under a key bound to (session, round, attempt, party, tensor). The last party gets no seed
 but the correction vector -(sum of the other masks) mod M, so the n masks sum to zero.
 
+Blinded attempts (what the protocol uses): the correction is B - (sum of the other masks), where B is
+one more seeded mask, bound to the root. The n masks then sum to B, so the root's total of an attempt
+stays masked until the admin sends it B's seed, which it does for one attempt per round at most (its
+commit). A party's masked input can therefore be unmasked in at most one sum, whatever the host does.
+
 Why not pairwise seeds (SecAgg): pairwise masks cost every party O(n * d) and need secret sharing to
 survive dropouts. Citadel already trusts its attested admin, so here each party only ever learns its
 own mask: unmasking one party needs the admin or all n-1 other parties, dropouts are handled by simply
@@ -19,7 +24,7 @@ import hmac
 import os
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
@@ -112,8 +117,8 @@ class MaskGrant:
     """What the admin sends one party: a seed, or (for the last party) the correction vector."""
 
     domain: MaskDomain
-    seed: bytes | None = None
-    correction: np.ndarray | None = None
+    seed: bytes | None = field(default=None, repr=False)
+    correction: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if (self.seed is None) == (self.correction is None):
@@ -151,6 +156,15 @@ class MaskGrant:
             return np.add(vector, correction, out=out)
         return _combine(self.seed, self.domain, layout, modulus_bits, vector, out, np.add)
 
+    def remove_from(self, vector: np.ndarray, layout: Sequence[int], modulus_bits: int) -> np.ndarray:
+        """vector -= this (seeded) mask (mod M), in place: how the root lifts an attempt's blinding."""
+        if self.seed is None:
+            raise ValueError("only a seeded mask can be removed")
+        dtype = np.dtype(np.uint64 if modulus_bits == 64 else np.uint32)
+        if vector.dtype != dtype or vector.shape != (int(sum(layout)),) or not vector.flags.writeable:
+            raise ValueError(f"mask {dtype.name}[{int(sum(layout))}] does not fit {vector.dtype}{vector.shape}")
+        return _combine(self.seed, self.domain, layout, modulus_bits, vector, vector, np.subtract)
+
 
 class ZeroSumMaskIssuer:
     """The admin's side: draws the masks of one round attempt and refuses to ever re-issue them."""
@@ -163,6 +177,20 @@ class ZeroSumMaskIssuer:
 
     def issue(self, rnd: int, attempt: int, parties: Sequence[str]) -> dict[str, MaskGrant]:
         """Fresh masks for `parties` (at least two) in (rnd, attempt), summing to zero mod M."""
+        return self._issue(rnd, attempt, parties, None)
+
+    def issue_blinded(self, rnd: int, attempt: int, parties: Sequence[str],
+                      holder: str) -> tuple[dict[str, MaskGrant], MaskGrant]:
+        """Fresh masks for `parties` that sum to a blinding mask B (not to zero), and B's grant for `holder`.
+
+        The sum of every party's masked input is then still masked by B: whoever adds them up (the
+        root) learns nothing until it is given B's seed, and the admin gives it for at most one attempt
+        of a round. So no schedule of the host can make two attempts' totals readable."""
+        blinding = MaskGrant(MaskDomain(self.session, rnd, attempt, holder), seed=fresh_seed())
+        return self._issue(rnd, attempt, parties, blinding), blinding
+
+    def _issue(self, rnd: int, attempt: int, parties: Sequence[str],
+               blinding: MaskGrant | None) -> dict[str, MaskGrant]:
         if len(parties) < 2:
             raise ValueError(f"zero-sum masking needs at least 2 parties, got {len(parties)}: a single "
                              "party's 'sum' is its own update")
@@ -176,6 +204,8 @@ class ZeroSumMaskIssuer:
         grants: dict[str, MaskGrant] = {}
         dtype = np.uint64 if self.modulus_bits == 64 else np.uint32
         correction = np.zeros(sum(self.layout), dtype=dtype)
+        if blinding is not None:  # the masks sum to B instead of zero
+            blinding.add_to(correction, self.layout, self.modulus_bits)
         for party in parties[:-1]:  # each mask is subtracted chunk by chunk as its keystream is generated
             domain = MaskDomain(self.session, rnd, attempt, party)
             seed = fresh_seed()

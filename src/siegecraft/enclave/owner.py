@@ -11,6 +11,7 @@ ciphertext in its ROUND_START over its own channel. The segment is unlinked when
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -22,12 +23,20 @@ from siegecraft.enclave import broadcast, shm
 from siegecraft.enclave.attestation import AttestationBackend, Quote, QuoteVerifier, key_fingerprint
 from siegecraft.enclave.bundle import CodeBundle, sign_bundle
 from siegecraft.enclave.channel import PeerIdentity, SecureChannel
-from siegecraft.enclave.errors import AttestationError, BundleError, CitadelError, RoundAbortedError
+from siegecraft.enclave.errors import (
+    AttestationError,
+    BundleError,
+    CitadelError,
+    ReplayError,
+    RoundAbortedError,
+)
 from siegecraft.enclave.roles.admin import OWNER_HELLO_DOMAIN, leaf_name
 from siegecraft.enclave.roles.base import ADMIN, HOST, OWNER, Endpoint, Message, peer_context
 from siegecraft.enclave.transport import Mailbox
 from siegecraft.enclave.tree import ROOT
 from siegecraft.enclave.wire import Envelope, pack
+
+log = logging.getLogger("siegecraft.enclave")
 
 
 class ModelOwner(Endpoint):
@@ -44,10 +53,27 @@ class ModelOwner(Endpoint):
         self.session = b""
         self.broadcasts: list[str] = []
         self.num_samples: dict[int, int] = {}  # client -> samples, as each enclave acknowledged the bundle
+        #: round -> attempts of every RESULT accepted from the root (the protocol allows one per round)
+        self.results: dict[int, list[int]] = {}
 
     def on_rejected(self, env: Envelope, exc: CitadelError) -> None:
+        if isinstance(exc, ReplayError):  # a duplicate, or a message of a round that is over: harmless
+            log.info("owner dropped %s from %s: %s", env.kind, env.src, exc)
+            return
         super().on_rejected(env, exc)
         self.rejections.append(f"{env.kind} from {env.src}: {exc}")
+
+    def _record(self, msg: Message) -> None:
+        if msg.kind == "RESULT" and msg.src == ROOT:
+            self.results.setdefault(int(msg.meta["rnd"]), []).append(int(msg.meta["attempt"]))
+
+    def drain(self, seconds: float) -> None:
+        """Read whatever reaches the model owner for `seconds` (recording any RESULT), e.g. after a round."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            msg = self.next_message(left)
+            if msg is not None:
+                self._record(msg)
 
     def connect(self, policy: dict[str, Any], timeout: float) -> None:
         """Attest the admin, send it the policy and open channels to the roles it attested."""
@@ -73,7 +99,7 @@ class ModelOwner(Endpoint):
         for data in msg.meta["peers"]:
             peer = PeerIdentity.from_dict(data)
             self.channels[peer.role] = SecureChannel(self.identity, self.key, peer, peer_context(session))
-        self.release_held()
+        self.end_setup()
 
     def deploy(self, bundle: CodeBundle, clients: list[int], timeout: float) -> dict[int, int]:
         """Send the signed bundle to every training enclave; returns client -> number of samples."""
@@ -113,20 +139,33 @@ class ModelOwner(Endpoint):
         shm.unlink_all(self.broadcasts)
         self.broadcasts.clear()
 
-    def await_result(self, rnd: int, timeout: float) -> Message:
-        """The root's RESULT for `rnd`; raises RoundAbortedError on abort, rejection, role loss or timeout."""
+    def await_result(self, rnd: int, timeout: float, result_grace: float) -> Message:
+        """The root's RESULT for `rnd`; raises RoundAbortedError on abort, rejection, role loss or timeout.
+
+        Waits at most `timeout` for the admin's decision (COMMITTED or ABORT), and once the admin has
+        committed, at most `result_grace` more for the root's RESULT; the error names who did not deliver."""
         deadline = time.monotonic() + timeout
+        committed: dict[str, Any] | None = None
         while True:
             if self.rejections:
                 raise RoundAbortedError(rnd, f"the model owner rejected a message: {self.rejections[0]}")
             left = deadline - time.monotonic()
             if left <= 0:
-                raise RoundAbortedError(rnd, f"no result within {timeout:g} s")
+                if committed is None:
+                    raise RoundAbortedError(rnd, f"the admin sent neither COMMITTED nor ABORT for round {rnd} "
+                                                 f"within {timeout:g} s")
+                raise RoundAbortedError(rnd, f"the root did not deliver the RESULT of round {rnd} (attempt "
+                                             f"{committed['attempt']}) within {result_grace:g} s of the admin's "
+                                             "commit", list(committed.get("dropped", [])))
             msg = self.next_message(min(left, 0.5))
             if msg is None:
                 continue
+            self._record(msg)
             if msg.kind == "RESULT" and msg.src == ROOT and int(msg.meta["rnd"]) == rnd:
                 return msg
+            if msg.kind == "COMMITTED" and msg.src == ADMIN and int(msg.meta["rnd"]) == rnd and committed is None:
+                committed = msg.meta
+                deadline = time.monotonic() + result_grace
             if msg.kind == "ABORT" and msg.src == ADMIN and int(msg.meta["rnd"]) == rnd:
                 raise RoundAbortedError(rnd, str(msg.meta["reason"]), list(msg.meta.get("dropped", [])))
             if msg.kind == "PEER_DOWN" and not str(msg.meta.get("role", "")).startswith("te-"):

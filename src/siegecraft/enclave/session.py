@@ -29,7 +29,7 @@ from siegecraft.enclave.errors import CitadelError
 from siegecraft.enclave.measurement import measure
 from siegecraft.enclave.owner import ModelOwner
 from siegecraft.enclave.relay import Relay, Tamper
-from siegecraft.enclave.roles.admin import leaf_name
+from siegecraft.enclave.roles.admin import ROUND_BUDGET, leaf_name
 from siegecraft.enclave.roles.base import ADMIN, OWNER
 from siegecraft.enclave.roles.process import role_main
 from siegecraft.enclave.transport import DEFAULT_BULK_THRESHOLD, Mailbox
@@ -211,6 +211,8 @@ class CitadelSession:
         """One round: train in the enclaves, mask, sum up the tree, unmask at the root."""
         if self.owner is None:
             raise CitadelError("the session is not started (use `with CitadelSession(...)` or start())")
+        if rnd < 0:
+            raise ValueError(f"round numbers must be >= 0, got {rnd}")
         if self._last_round is not None and rnd <= self._last_round:
             raise ValueError(f"round numbers must increase (masks are bound to them): {rnd} after {self._last_round}")
         unknown = sorted(set(clients) - set(self.num_samples))
@@ -223,8 +225,9 @@ class CitadelSession:
         start = time.monotonic()
         try:
             self.owner.start_round(rnd, weights, list(clients))
-            timeout = self.config.round_timeout_s * (len(clients) + 2) + 30.0
-            msg = self.owner.await_result(rnd, timeout)
+            # the admin decides within ROUND_BUDGET round timeouts; one more covers the messages in flight
+            wait = self.config.round_timeout_s
+            msg = self.owner.await_result(rnd, (ROUND_BUDGET + 1) * wait, wait)
         finally:
             self.owner.end_round()
         end = time.monotonic()

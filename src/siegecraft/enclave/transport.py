@@ -27,6 +27,10 @@ log = logging.getLogger("siegecraft.enclave")
 POLL_S = 0.2
 #: sealed bodies this large or larger travel through shared memory (0 disables it)
 DEFAULT_BULK_THRESHOLD = 64 * 1024
+#: frames a mailbox holds unread before it drops new ones (a flood from the host must not exhaust memory);
+#: bulk bodies do not count, only the frames on the pipe (their headers and the inline bodies)
+MAX_PENDING_FRAMES = 8192
+MAX_PENDING_BYTES = 256 << 20
 
 
 class RelayClosedError(CitadelError):
@@ -43,6 +47,10 @@ class Mailbox:
         self.shm_prefix = shm.check_prefix(shm_prefix) if shm_prefix else None
         self.bulk_threshold = int(bulk_threshold) if shm_prefix and bulk_threshold > 0 else 0
         self._inbox: queue.Queue[bytes | None] = queue.Queue()
+        self._pending_bytes = 0
+        self._pending_lock = threading.Lock()
+        #: frames dropped unread because the inbox was full: count and bytes
+        self.overflow = {"count": 0, "bytes": 0}
         self._send_lock = threading.Lock()
         self._scratch = bytearray()  # sealed bulk bodies are built here, then copied into their segment
         self._scratch_lock = threading.Lock()
@@ -59,6 +67,18 @@ class Mailbox:
                 data = self.conn.recv_bytes()
             except (EOFError, OSError):
                 break
+            with self._pending_lock:
+                full = (self._inbox.qsize() >= MAX_PENDING_FRAMES
+                        or self._pending_bytes + len(data) > MAX_PENDING_BYTES)
+                if full:
+                    self.overflow["count"] += 1
+                    self.overflow["bytes"] += len(data)
+                else:
+                    self._pending_bytes += len(data)
+            if full:
+                if self.overflow["count"] & (self.overflow["count"] - 1) == 0:
+                    log.warning("%s: inbox full, dropped %d frame(s) unread", self.name, self.overflow["count"])
+                continue
             self._inbox.put(data)
         self._inbox.put(None)
 
@@ -80,20 +100,21 @@ class Mailbox:
             frame = env.to_bytes()
         self._send_frame(frame, segment)
 
-    def send_sealed(self, channel: SecureChannel, kind: str, payload: bytes | bytearray | memoryview) -> None:
+    def send_sealed(self, channel: SecureChannel, kind: str, payload: bytes | bytearray | memoryview,
+                    epoch: int = 0) -> None:
         """Seal `payload` on `channel` and send it. A bulk body is encrypted into this mailbox's reusable
         scratch buffer and written from there into its segment: no fresh multi-megabyte allocation (and
         its page faults) per message. A small one travels inline, exactly as `send` would send it."""
         size = channel.sealed_size(len(payload))
         if not (self.bulk_threshold and size >= self.bulk_threshold):
-            self.send(channel.seal(kind, payload))
+            self.send(channel.seal(kind, payload, epoch))
             return
         assert self.shm_prefix is not None
         with self._scratch_lock:
             if len(self._scratch) < size:
                 self._scratch = bytearray(size)
             with memoryview(self._scratch)[:size] as body:
-                env = channel.seal_into(kind, payload, body)
+                env = channel.seal_into(kind, payload, body, epoch)
                 segment = shm.write(self.shm_prefix, body)
         self._send_frame(ref_frame(env, BodyRef(segment, size)), segment)
 
@@ -117,6 +138,8 @@ class Mailbox:
         if data is None:
             self._closed = True
             raise RelayClosedError(f"{self.name}: relay pipe closed")
+        with self._pending_lock:
+            self._pending_bytes -= len(data)
         try:
             if data.startswith(REF_MAGIC):
                 return self._resolve(*frame_header(data))
@@ -139,4 +162,4 @@ class Mailbox:
                 shm.unlink(ref.segment)
         except shm.SegmentError as exc:
             log.warning("%s: body of %s from %s unavailable: %s", self.name, env.kind, env.src, exc)
-        return Envelope(env.kind, env.src, env.dst, env.seq, body)
+        return env.with_body(body)

@@ -1,7 +1,7 @@
 """Byte formats that cross the untrusted relay: envelopes and the payloads sealed inside them.
 
 An envelope is `MAGIC | u32 header length | JSON header | body`. The header (kind, sender, receiver,
-sequence number) is public routing data; for sealed envelopes it is also the AES-GCM associated data,
+epoch, sequence number) is public routing data; for sealed envelopes it is also the AES-GCM associated data,
 so the relay can read it but not change it. Payloads are JSON metadata plus raw numpy arrays - never
 pickle, because an enclave must not run code chosen by whoever wrote the bytes.
 
@@ -29,6 +29,11 @@ ALLOWED_DTYPES = frozenset({"uint32", "uint64", "int64", "float32", "float64"})
 _U32 = struct.Struct(">I")
 
 
+def round_epoch(rnd: int) -> int:
+    """The channel epoch of round `rnd`'s messages: setup traffic is epoch 0, round r is epoch r + 1."""
+    return int(rnd) + 1
+
+
 def canonical_json(value: Any) -> bytes:
     """Deterministic JSON (sorted keys, no spaces): the form that is hashed, signed or measured."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
@@ -43,6 +48,8 @@ class Envelope:
     dst: str
     seq: int
     body: bytes | bytearray | memoryview  # a memoryview when it was copied out of a shared-memory segment
+    #: the channel epoch the sender sealed it in (a round's messages use `round_epoch(rnd)`; 0 before rounds)
+    epoch: int = 0
 
     @property
     def sealed(self) -> bool:
@@ -50,8 +57,13 @@ class Envelope:
 
     def header_bytes(self) -> bytes:
         """The exact header bytes; the associated data of a sealed body."""
-        header = canonical_json({"kind": self.kind, "src": self.src, "dst": self.dst, "seq": self.seq})
+        header = canonical_json({"kind": self.kind, "src": self.src, "dst": self.dst, "epoch": self.epoch,
+                                 "seq": self.seq})
         return MAGIC + _U32.pack(len(header)) + header
+
+    def with_body(self, body: bytes | bytearray | memoryview) -> Envelope:
+        """The same header with another body."""
+        return Envelope(self.kind, self.src, self.dst, self.seq, body, self.epoch)
 
     def to_bytes(self) -> bytes:
         return self.header_bytes() + self.body
@@ -65,7 +77,8 @@ class Envelope:
         end = len(MAGIC) + 4 + length
         try:
             header = json.loads(data[len(MAGIC) + 4:end])
-            env = cls(str(header["kind"]), str(header["src"]), str(header["dst"]), int(header["seq"]), b"")
+            env = cls(str(header["kind"]), str(header["src"]), str(header["dst"]), int(header["seq"]), b"",
+                      int(header["epoch"]))
         except (ValueError, KeyError, TypeError) as exc:
             raise ChannelError(f"malformed envelope header: {exc}") from None
         if len(data) < end or env.header_bytes() != data[:end]:
@@ -76,7 +89,7 @@ class Envelope:
     def from_bytes(cls, data: bytes) -> Envelope:
         """Parse an envelope; raise ChannelError on anything malformed."""
         env, end = cls.parse_header(data)
-        return cls(env.kind, env.src, env.dst, env.seq, data[end:])
+        return env.with_body(data[end:])
 
 
 def _prefix(meta: dict[str, Any], specs: list[tuple[str, str, int]]) -> bytes:

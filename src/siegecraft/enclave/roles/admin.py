@@ -9,6 +9,12 @@ or the deadline passed; phase 2 issues fresh masks to the survivors, each with t
 sample count N (a party weighs its update by n_i / N), and tells each active aggregator which children
 to wait for (the root also gets N). A party lost in either phase either aborts the round
 (on_dropout="abort") or triggers a new attempt with freshly drawn masks for the survivors ("remask").
+
+One result per round: an attempt's masks sum to a blinding mask that only the admin can lift. The root
+reports SUMMED when its total for an attempt is complete and holds it, still blinded; the admin commits
+the first complete sum of the round's *current* attempt, once (COMMIT to the root, with the blinding
+seed; COMMITTED to the model owner), and a committed round is finished: no later attempt, no abort.
+Every phase has a deadline of `round_timeout_s`, and the whole round one of ROUND_BUDGET times that.
 """
 
 from __future__ import annotations
@@ -37,6 +43,9 @@ from siegecraft.enclave.wire import Envelope
 
 OWNER_HELLO_DOMAIN = b"citadel/owner-hello/v1\0"
 MIN_PARTIES = 2
+#: a round ends (committed or aborted) within this many round timeouts of its plan: training, the first
+#: attempt, one remask and the tree's sum; later remasks must fit in the same budget
+ROUND_BUDGET = 4
 
 
 def leaf_name(client_id: int) -> str:
@@ -54,14 +63,19 @@ class RoundState:
     rnd: int
     planned: list[str]
     deadline: float
+    round_deadline: float
     phase: str = "train"
     ready: dict[str, int] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     attempt: int = -1
     survivors: list[str] = field(default_factory=list)
     submitted: set[str] = field(default_factory=set)
-    precomputed: tuple[list[str], dict[str, MaskGrant]] | None = None
+    total: int = 0
+    precomputed: tuple[list[str], dict[str, MaskGrant], MaskGrant] | None = None
+    #: the blinding of the current attempt: its seed is what COMMIT hands the root
+    blinding: MaskGrant | None = field(default=None, repr=False)
     t_ready: float = 0.0
+    outcome: str = ""
 
 
 class AdminRole(EnclaveRole):
@@ -198,8 +212,10 @@ class AdminRole(EnclaveRole):
         elif (msg.kind == "SUBMITTED" and self.state.phase == "aggregate"
               and int(msg.meta["attempt"]) == self.state.attempt and msg.src in self.state.survivors):
             self.state.submitted.add(msg.src)
-        elif msg.kind == "AGGREGATED" and msg.src == self.tree.root and int(msg.meta["attempt"]) == self.state.attempt:
-            self.state.phase = "done"
+        elif msg.kind == "SUMMED" and msg.src == self.tree.root:
+            self._summed(int(msg.meta["attempt"]), int(msg.meta["num_samples"]))
+        else:
+            self.audit("ignored", kind=msg.kind, src=msg.src, rnd=self.state.rnd, phase=self.state.phase)
 
     def _plan(self, rnd: int, clients: list[int]) -> None:
         if self.state is not None and self.state.phase != "done":
@@ -207,7 +223,8 @@ class AdminRole(EnclaveRole):
         previous = self.state.rnd if self.state is not None else None
         planned = [leaf_name(c) for c in clients]
         unknown = [p for p in planned if p not in self.tree.leaves]
-        state = RoundState(rnd, planned, time.monotonic() + self.round_timeout_s)
+        now = time.monotonic()
+        state = RoundState(rnd, planned, now + self.round_timeout_s, now + ROUND_BUDGET * self.round_timeout_s)
         self.state = state
         if previous is not None and rnd <= previous:
             self._abort(f"round numbers must increase (masks are bound to them): {rnd} after {previous}")
@@ -220,8 +237,8 @@ class AdminRole(EnclaveRole):
                 state.failed[p] = "its enclave process has exited"
         alive = [p for p in planned if p not in self.down]
         if len(alive) >= MIN_PARTIES:
-            state.precomputed = (alive, self.issuer.issue(rnd, 0, alive))
-        state.deadline = time.monotonic() + self.round_timeout_s
+            state.precomputed = (alive, *self.issuer.issue_blinded(rnd, 0, alive, self.tree.root))
+        state.deadline = min(time.monotonic() + self.round_timeout_s, state.round_deadline)
         self.audit("round_planned", rnd=rnd, planned=planned)
 
     def _peer_down(self, role: str) -> None:
@@ -239,27 +256,31 @@ class AdminRole(EnclaveRole):
         if state is None or state.phase == "done":
             return
         now = time.monotonic()
+        wait = f"{self.round_timeout_s:g} s"
         if state.phase == "train":
             settled = all(p in state.ready or p in state.failed for p in state.planned)
             if settled or now >= state.deadline:
                 for p in state.planned:
                     if p not in state.ready and p not in state.failed:
-                        state.failed[p] = f"no answer within {self.round_timeout_s:g} s"
+                        state.failed[p] = f"{p} sent no READY within {wait}"
                 state.t_ready = now
                 self._after_loss([p for p in state.planned if p in state.ready], dict(state.failed))
         elif state.phase == "summing":
             if now >= state.deadline:
-                self._abort(f"the aggregation tree did not deliver the total within {self.round_timeout_s:g} s")
+                self._abort(f"the root reported no sum for attempt {state.attempt} within {wait} of the last "
+                            "SUBMITTED (an aggregator or the root did not deliver)")
         elif len(state.submitted) == len(state.survivors):
-            state.phase, state.deadline = "summing", now + self.round_timeout_s
+            state.phase, state.deadline = "summing", min(now + self.round_timeout_s, state.round_deadline)
             self.audit("round_masked", rnd=state.rnd, attempt=state.attempt)
         else:
-            lost = [s for s in state.survivors if s not in state.submitted and s in self.down]
-            if lost or now >= state.deadline:
-                reason = "its enclave process exited" if lost else f"no masked update within {self.round_timeout_s:g} s"
-                lost = lost or [s for s in state.survivors if s not in state.submitted]
-                state.failed.update({s: reason for s in lost})
-                self._after_loss([s for s in state.survivors if s not in lost], {s: reason for s in lost})
+            lost = {s: f"{s}'s enclave process exited" for s in state.survivors
+                    if s not in state.submitted and s in self.down}
+            if not lost and now >= state.deadline:
+                lost = {s: f"{s} sent no SUBMITTED for attempt {state.attempt} within {wait}"
+                        for s in state.survivors if s not in state.submitted}
+            if lost:
+                state.failed.update(lost)
+                self._after_loss([s for s in state.survivors if s not in lost], lost)
 
     def _after_loss(self, survivors: list[str], lost: dict[str, str]) -> None:
         state = self.state
@@ -272,20 +293,24 @@ class AdminRole(EnclaveRole):
             self._abort(f"only {len(survivors)} surviving part{'y' if len(survivors) == 1 else 'ies'}; "
                         f"zero-sum aggregation needs at least {MIN_PARTIES}")
             return
+        if time.monotonic() >= state.round_deadline:
+            detail = "; ".join(sorted(lost.values()))
+            self._abort(f"the round's budget of {ROUND_BUDGET} x {self.round_timeout_s:g} s ran out ({detail})")
+            return
         self._start_attempt(survivors)
 
     def _start_attempt(self, survivors: list[str]) -> None:
         state = self.state
         assert state is not None
         if state.attempt < 0 and state.precomputed is not None and state.precomputed[0] == survivors:
-            state.attempt, grants = 0, state.precomputed[1]
+            state.attempt, grants, state.blinding = 0, state.precomputed[1], state.precomputed[2]
         else:
             state.attempt = max(state.attempt, 0) + 1
-            grants = self.issuer.issue(state.rnd, state.attempt, survivors)
+            grants, state.blinding = self.issuer.issue_blinded(state.rnd, state.attempt, survivors, self.tree.root)
         state.precomputed = None
         state.survivors, state.submitted, state.phase = list(survivors), set(), "aggregate"
         # each survivor encodes with weight n_i / total: the weights of an attempt sum to one
-        total = sum(state.ready[s] for s in survivors)
+        total = state.total = sum(state.ready[s] for s in survivors)
         for node, kids in self.tree.live_children(survivors).items():
             meta: dict[str, Any] = {"rnd": state.rnd, "attempt": state.attempt, "children": kids}
             if node == self.tree.root:
@@ -299,16 +324,46 @@ class AdminRole(EnclaveRole):
                     "seed": grant.seed.hex() if grant.seed is not None else None}
             arrays = {"correction": grant.correction} if grant.correction is not None else None
             self.send(party, "MASK", meta, arrays)
-        state.deadline = time.monotonic() + self.round_timeout_s
+        state.deadline = min(time.monotonic() + self.round_timeout_s, state.round_deadline)
         self.audit("masks_issued", rnd=state.rnd, attempt=state.attempt, survivors=survivors)
 
-    def _abort(self, reason: str) -> None:
+    def _summed(self, attempt: int, num_samples: int) -> None:
+        """The root's total for `attempt` is complete: commit the round to it if it is the current attempt.
+
+        This is the only place a round gets a result, and it ends the round: a round commits at most once,
+        and only its current attempt (an earlier attempt's sum, delivered late, is never committed)."""
         state = self.state
         assert state is not None
+        if state.phase not in ("aggregate", "summing") or attempt != state.attempt:
+            self.audit("ignored_sum", rnd=state.rnd, attempt=attempt, current=state.attempt, phase=state.phase)
+            return
+        if num_samples != state.total:
+            self._abort(f"the root's sum of attempt {attempt} counts {num_samples} samples, the attempt has "
+                        f"{state.total}")
+            return
+        assert state.blinding is not None and state.blinding.seed is not None
+        seed, state.blinding = state.blinding.seed, None
+        state.phase, state.outcome = "done", "committed"
+        survivors = [client_of(s) for s in state.survivors]
+        self.send(self.tree.root, "COMMIT", {"rnd": state.rnd, "attempt": attempt, "unblind": seed.hex(),
+                                             "layout": self.layout, "t_ready": state.t_ready})
+        dropped = sorted(client_of(p) for p in state.failed)
+        self.send(OWNER, "COMMITTED", {"rnd": state.rnd, "attempt": attempt, "survivors": survivors,
+                                       "dropped": dropped, "reasons": sorted(state.failed.values())})
+        self.audit("round_committed", rnd=state.rnd, attempt=attempt, survivors=survivors)
+
+    def _abort(self, reason: str) -> None:
+        """End the round without a result; a finished (committed or aborted) round is never aborted."""
+        state = self.state
+        assert state is not None
+        if state.phase == "done":
+            self.audit("late_abort_ignored", rnd=state.rnd, outcome=state.outcome, reason=reason)
+            return
+        state.blinding = state.precomputed = None
         dropped = sorted(client_of(p) for p in state.failed)
         self.send(OWNER, "ABORT", {"rnd": state.rnd, "reason": reason, "dropped": dropped})
         for role in [*state.planned, *self.tree.aggregators, self.tree.root]:
             if role not in self.down and role in self.channels:
                 self.send(role, "ABORT", {"rnd": state.rnd})
         self.audit("round_aborted", rnd=state.rnd, reason=reason)
-        state.phase = "done"
+        state.phase, state.outcome = "done", "aborted"

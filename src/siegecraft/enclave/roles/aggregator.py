@@ -2,8 +2,11 @@
 
 An intermediate aggregator only ever holds masked vectors and masked partial sums (uniformly random
 on their own, because the masks of any strict subset of parties do not cancel). The root holds the
-sum over every surviving party, where the masks cancel and the weights n_i / N sum to one: it decodes
-the sample-weighted mean update and sends it to the model owner over their channel.
+sum over every surviving party of an attempt, where the parties' masks add up to the attempt's blinding
+mask: still uniformly random. It reports SUMMED to the admin and keeps the blinded total; only the
+admin's COMMIT for that (round, attempt) carries the blinding seed. Then, and at most once per round,
+the root removes the blinding, decodes the sample-weighted mean update (the weights n_i / N sum to
+one) and sends it to the model owner over their channel.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from siegecraft.enclave.codec import FixedPointCodec
+from siegecraft.enclave.masks import MaskDomain, MaskGrant
 from siegecraft.enclave.roles.base import ADMIN, OWNER, EnclaveRole, Message
 
 
@@ -26,6 +30,14 @@ class RunningSum:
     counts: dict[str, int] = field(default_factory=dict)
     children: set[str] = field(default_factory=set)
     t_sent: float = 0.0
+
+
+@dataclass
+class BlindedTotal:
+    """The root's complete but still blinded total of one attempt, waiting for the admin's commit."""
+
+    total: np.ndarray
+    meta: dict[str, Any]
 
 
 class AggregatorRole(EnclaveRole):
@@ -47,18 +59,28 @@ class AggregatorRole(EnclaveRole):
         self.children = set(self.config["children"])
         self.expect: dict[str, Any] | None = None
         self.sums: dict[tuple[int, int], RunningSum] = {}
+        #: root only: complete totals awaiting the admin's commit, and the last round released
+        self.blinded: dict[tuple[int, int], BlindedTotal] = {}
+        self.released_round = -1
 
     def handle(self, msg: Message) -> None:
         if not msg.sealed:
             return
         if msg.kind == "EXPECT" and msg.src == ADMIN:
-            self.expect = dict(msg.meta)
             key = (int(msg.meta["rnd"]), int(msg.meta["attempt"]))
+            if self.expect is not None and key < (int(self.expect["rnd"]), int(self.expect["attempt"])):
+                self.audit("ignored", kind=msg.kind, src=msg.src, reason="older than the current EXPECT")
+                return
+            self.expect = dict(msg.meta)
             self.sums = {k: v for k, v in self.sums.items() if k >= key}
+            self.blinded = {k: v for k, v in self.blinded.items() if k[0] >= key[0]}
             self._try_complete()
+        elif msg.kind == "COMMIT" and msg.src == ADMIN and self.is_root:
+            self._release(int(msg.meta["rnd"]), int(msg.meta["attempt"]), msg.meta)
         elif msg.kind == "ABORT" and msg.src == ADMIN:
             rnd = int(msg.meta["rnd"])
             self.sums = {k: v for k, v in self.sums.items() if k[0] > rnd}
+            self.blinded = {k: v for k, v in self.blinded.items() if k[0] > rnd}
             if self.expect is not None and int(self.expect["rnd"]) <= rnd:
                 self.expect = None
         elif msg.kind in ("MASKED", "PARTIAL") and msg.src in self.children:
@@ -116,17 +138,42 @@ class AggregatorRole(EnclaveRole):
             self.send(str(self.parent), "PARTIAL", meta, {"v": total})
 
     def _finish(self, total: np.ndarray, meta: dict[str, Any], expect: dict[str, Any]) -> None:
-        """Root only: the masks cancelled and the weights (n_i / N) summed to one, so the decoded total
-        is the sample-weighted mean update; report it once the counts add up to the admin's N."""
-        t_total = time.monotonic()
+        """Root only: the attempt's total is complete but still blinded; report it to the admin and keep it
+        until the admin commits this attempt (or the round moves on)."""
+        meta = {**meta, "t_total": time.monotonic(), "t_ready": expect.get("t_ready", 0.0)}
         num_samples = sum(meta["counts"].values())
         if num_samples != int(expect["total_samples"]):
-            self.audit("rejected", kind="RESULT", rnd=meta["rnd"], attempt=meta["attempt"])
+            self.audit("rejected", kind="SUMMED", rnd=meta["rnd"], attempt=meta["attempt"])
             self.send(ADMIN, "ALERT", {"reason": f"{self.id}: the inputs' sample counts add up to {num_samples}, "
                                        f"the admin's total is {expect['total_samples']}", "rnd": meta["rnd"]})
             return
-        mean = self.codec.decode(total)
-        self.send(OWNER, "RESULT", {**meta, "num_samples": num_samples, "t_ready": expect.get("t_ready", 0.0),
-                                    "t_total": t_total}, {"mean": mean})
-        self.send(ADMIN, "AGGREGATED", {"rnd": meta["rnd"], "attempt": meta["attempt"]})
-        self.audit("unmasked", rnd=meta["rnd"], attempt=meta["attempt"], num_samples=num_samples)
+        self.blinded[(int(meta["rnd"]), int(meta["attempt"]))] = BlindedTotal(total, {**meta,
+                                                                                     "num_samples": num_samples})
+        self.send(ADMIN, "SUMMED", {"rnd": meta["rnd"], "attempt": meta["attempt"], "num_samples": num_samples})
+        self.audit("summed", rnd=meta["rnd"], attempt=meta["attempt"], num_samples=num_samples)
+
+    def _release(self, rnd: int, attempt: int, commit: dict[str, Any]) -> None:
+        """Root only: lift the committed attempt's blinding, decode the mean and send it to the model owner.
+
+        At most one release per round, whatever arrives: a round at or below the last released one is
+        refused, and every other attempt of the round is discarded with the release."""
+        held = self.blinded.get((rnd, attempt))
+        if held is None or rnd <= self.released_round:
+            self.audit("ignored", kind="COMMIT", rnd=rnd, attempt=attempt, released_round=self.released_round)
+            return
+        self.released_round = rnd
+        self.blinded = {k: v for k, v in self.blinded.items() if k[0] > rnd}
+        domain = MaskDomain(self.session, rnd, attempt, self.id)
+        try:
+            layout = [int(n) for n in commit["layout"]]
+            MaskGrant(domain, seed=bytes.fromhex(str(commit["unblind"]))).remove_from(
+                held.total, layout, self.codec.modulus_bits)
+        except (KeyError, TypeError, ValueError) as exc:
+            self.send(ADMIN, "ALERT", {"reason": f"{self.id}: unusable COMMIT for attempt {attempt}: {exc}",
+                                       "rnd": rnd})
+            return
+        self.audit_vector("unblinded", held.total, rnd=rnd, attempt=attempt)
+        mean = self.codec.decode(held.total)
+        meta = {**held.meta, "t_ready": float(commit.get("t_ready", held.meta["t_ready"]))}
+        self.send(OWNER, "RESULT", meta, {"mean": mean})
+        self.audit("released", rnd=rnd, attempt=attempt, num_samples=meta["num_samples"])

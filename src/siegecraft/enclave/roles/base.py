@@ -23,7 +23,7 @@ from siegecraft.enclave.attestation import EnclavePlatform, Quote, QuoteVerifier
 from siegecraft.enclave.channel import PeerIdentity, SecureChannel, public_bytes
 from siegecraft.enclave.errors import ChannelError, CitadelError, ReplayError
 from siegecraft.enclave.transport import Mailbox
-from siegecraft.enclave.wire import PLAINTEXT_SEQ, Envelope, pack, unpack
+from siegecraft.enclave.wire import PLAINTEXT_SEQ, Envelope, pack, round_epoch, unpack
 
 log = logging.getLogger("siegecraft.enclave")
 
@@ -42,6 +42,19 @@ class Message(NamedTuple):
     meta: dict[str, Any]
     arrays: dict[str, np.ndarray]
     sealed: bool
+
+    def __repr__(self) -> str:
+        """Names and shapes only: a message's values may be secrets (mask seeds, broadcast keys, updates)."""
+        arrays = {name: f"{arr.dtype}[{arr.size}]" for name, arr in self.arrays.items()}
+        return (f"Message(kind={self.kind!r}, src={self.src!r}, meta_keys={sorted(self.meta)}, arrays={arrays}, "
+                f"sealed={self.sealed})")
+
+    __str__ = __repr__
+
+
+#: sealed envelopes kept for a peer whose channel is not open yet (only during set-up)
+MAX_HELD = 256
+MAX_HELD_BYTES = 64 << 20
 
 
 def attest_context(enclave_nonce: bytes, admin_nonce: bytes) -> bytes:
@@ -72,16 +85,22 @@ class Endpoint:
         self.channels: dict[str, SecureChannel] = {}
         self.backlog: list[Message] = []
         self.held: list[Envelope] = []
+        self.held_bytes = 0
+        #: True while the set-up may still open channels; afterwards unknown senders are dropped at once
+        self.setting_up = True
+        #: envelopes dropped because their sender was unknown or unexpected: count and bytes
+        self.dropped_unknown = {"count": 0, "bytes": 0}
         self.stopped = False
 
     # -- sending ---------------------------------------------------------------------------
     def send(self, dst: str, kind: str, meta: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> None:
-        """Seal and send on the channel to `dst`."""
-        self.mailbox.send_sealed(self.channels[dst], kind, pack(meta, arrays))
+        """Seal and send on the channel to `dst`, in the epoch of the round `meta["rnd"]` names (if any)."""
+        epoch = round_epoch(int(meta["rnd"])) if "rnd" in meta else 0
+        self.mailbox.send_sealed(self.channels[dst], kind, pack(meta, arrays), epoch)
 
-    def send_payload(self, dst: str, kind: str, payload: bytearray | memoryview) -> None:
-        """Seal and send a payload the caller built in place (`wire.payload_buffer`)."""
-        self.mailbox.send_sealed(self.channels[dst], kind, payload)
+    def send_payload(self, dst: str, kind: str, payload: bytearray | memoryview, rnd: int) -> None:
+        """Seal and send a payload of round `rnd` that the caller built in place (`wire.payload_buffer`)."""
+        self.mailbox.send_sealed(self.channels[dst], kind, payload, round_epoch(rnd))
 
     def send_plain(self, dst: str, kind: str, meta: dict[str, Any]) -> None:
         """Send a public handshake message (its content is signed or quoted, never secret)."""
@@ -92,15 +111,37 @@ class Endpoint:
         """Called for every envelope that failed authentication or policy; subclasses escalate."""
         log.warning("%s rejected %s from %s: %s", self.id, env.kind, env.src, exc)
 
+    def drop_unknown(self, env: Envelope, why: str) -> None:
+        """Drop an envelope from an unknown or unexpected sender, counting it (never buffered, never alerted:
+        anyone on the host can send such bytes, so they must not cost more than reading them)."""
+        self.dropped_unknown["count"] += 1
+        self.dropped_unknown["bytes"] += len(env.body)
+        count = self.dropped_unknown["count"]
+        if count & (count - 1) == 0:  # the 1st, 2nd, 4th, 8th... drop: bounded logging under a flood
+            log.warning("%s dropped %d envelope(s) from unknown or unexpected senders (%d bytes); latest: %s "
+                        "from %r (%s)", self.id, count, self.dropped_unknown["bytes"], env.kind, env.src, why)
+            self.on_dropped_unknown(env, why)
+
+    def on_dropped_unknown(self, env: Envelope, why: str) -> None:
+        """Hook for roles with an audit log (called for the 1st, 2nd, 4th, ... drop)."""
+
+    def end_setup(self) -> None:
+        """The set-up is over: no new channel will open, held envelopes are re-examined or dropped."""
+        self.setting_up = False
+        self.release_held()
+
     def accept(self, env: Envelope) -> Message | None:
         """Authenticate one envelope; return the message, or None if it was rejected or held back."""
         if env.dst != self.id:
             self.on_rejected(env, ChannelError(f"misrouted envelope for {env.dst!r}"))
             return None
         if not env.sealed:
-            allowed = env.kind in HANDSHAKE_KINDS or (env.kind in HOST_KINDS and env.src == HOST)
-            if not allowed:
-                self.on_rejected(env, ChannelError(f"plaintext {env.kind!r} from {env.src!r} refused"))
+            host_notice = env.kind in HOST_KINDS and env.src == HOST
+            if not host_notice and not (self.setting_up and env.kind in HANDSHAKE_KINDS):
+                if env.kind in HANDSHAKE_KINDS:
+                    self.drop_unknown(env, "handshake after set-up")
+                else:
+                    self.on_rejected(env, ChannelError(f"plaintext {env.kind!r} from {env.src!r} refused"))
                 return None
             try:
                 meta, arrays = unpack(env.body)
@@ -112,7 +153,13 @@ class Endpoint:
             return Message(env.kind, env.src, meta, arrays, False)
         channel = self.channels.get(env.src)
         if channel is None:
-            self.held.append(env)
+            if not self.setting_up:
+                self.drop_unknown(env, "no channel with this sender")
+            elif len(self.held) >= MAX_HELD or self.held_bytes + len(env.body) > MAX_HELD_BYTES:
+                self.drop_unknown(env, f"set-up buffer full ({MAX_HELD} envelopes, {MAX_HELD_BYTES} bytes)")
+            else:
+                self.held.append(env)
+                self.held_bytes += len(env.body)
             return None
         try:
             meta, arrays = channel.open_message(env)
@@ -123,7 +170,7 @@ class Endpoint:
 
     def release_held(self) -> None:
         """Re-examine sealed envelopes that arrived before their channel existed."""
-        held, self.held = self.held, []
+        held, self.held, self.held_bytes = self.held, [], 0
         for env in held:
             msg = self.accept(env)
             if msg is not None:
@@ -203,11 +250,16 @@ class EnclaveRole(Endpoint):
             self._audit.close()
             self._audit = None
 
+    def on_dropped_unknown(self, env: Envelope, why: str) -> None:
+        self.audit("dropped_unknown", kind=env.kind, src=env.src, reason=why, **self.dropped_unknown)
+
     def on_rejected(self, env: Envelope, exc: CitadelError) -> None:
+        if isinstance(exc, ReplayError):  # a copy of a message already accepted, or of a past round: harmless
+            log.info("%s dropped %s from %s: %s", self.id, env.kind, env.src, exc)
+            self.audit("dropped_replay", kind=env.kind, src=env.src, epoch=env.epoch, seq=env.seq)
+            return
         super().on_rejected(env, exc)
         self.audit("rejected", kind=env.kind, src=env.src, error=str(exc))
-        if isinstance(exc, ReplayError):
-            return  # a copy of a message already accepted: harmless once dropped
         if ADMIN in self.channels and self.id != ADMIN:
             self.send(ADMIN, "ALERT", {"reason": f"{self.id} rejected {env.kind} from {env.src}: {exc}"})
 
@@ -249,6 +301,7 @@ class EnclaveRole(Endpoint):
 
     def run(self) -> None:
         self.setup()
+        self.end_setup()
         while not self.stopped:
             msg = self.next_message(self.tick_s)
             if msg is not None and msg.kind != "STOP":

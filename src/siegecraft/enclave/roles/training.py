@@ -195,7 +195,7 @@ class TrainingRole(EnclaveRole):
             self.refuse(CitadelError(str(exc)), rnd=rnd)
             return
         del views
-        self.send_payload(self.parent, "MASKED", payload)
+        self.send_payload(self.parent, "MASKED", payload, rnd)
         self.send(ADMIN, "SUBMITTED", {"rnd": rnd, "attempt": attempt})
 
     def refuse(self, exc: CitadelError, kind: str = "MASK", rnd: int | None = None) -> None:

@@ -142,14 +142,21 @@ class ModelOwner(Endpoint):
     def await_result(self, rnd: int, timeout: float, result_grace: float) -> Message:
         """The root's RESULT for `rnd`; raises RoundAbortedError on abort, rejection, role loss or timeout.
 
-        Waits at most `timeout` for the admin's decision (COMMITTED or ABORT), and once the admin has
-        committed, at most `result_grace` more for the root's RESULT; the error names who did not deliver."""
-        deadline = time.monotonic() + timeout
+        Waits at most `result_grace` for the admin to acknowledge the plan (PLANNED), at most `timeout` for
+        its decision (COMMITTED or ABORT), and once the admin has committed, at most `result_grace` more
+        for the root's RESULT; the error names who did not deliver what."""
+        start = time.monotonic()
+        deadline = start + timeout
         committed: dict[str, Any] | None = None
+        planned = False
         while True:
             if self.rejections:
                 raise RoundAbortedError(rnd, f"the model owner rejected a message: {self.rejections[0]}")
-            left = deadline - time.monotonic()
+            now = time.monotonic()
+            if not planned and now - start >= result_grace:
+                raise RoundAbortedError(rnd, f"the admin did not acknowledge the plan of round {rnd} within "
+                                             f"{result_grace:g} s (ROUND_PLAN or PLANNED lost)")
+            left = deadline - now
             if left <= 0:
                 if committed is None:
                     raise RoundAbortedError(rnd, f"the admin sent neither COMMITTED nor ABORT for round {rnd} "
@@ -157,12 +164,14 @@ class ModelOwner(Endpoint):
                 raise RoundAbortedError(rnd, f"the root did not deliver the RESULT of round {rnd} (attempt "
                                              f"{committed['attempt']}) within {result_grace:g} s of the admin's "
                                              "commit", list(committed.get("dropped", [])))
-            msg = self.next_message(min(left, 0.5))
+            msg = self.next_message(min(left, 0.1 if not planned else 0.5))
             if msg is None:
                 continue
             self._record(msg)
             if msg.kind == "RESULT" and msg.src == ROOT and int(msg.meta["rnd"]) == rnd:
                 return msg
+            if msg.kind in ("PLANNED", "COMMITTED") and msg.src == ADMIN and int(msg.meta["rnd"]) == rnd:
+                planned = True  # a commit implies the plan arrived, should PLANNED itself be lost
             if msg.kind == "COMMITTED" and msg.src == ADMIN and int(msg.meta["rnd"]) == rnd and committed is None:
                 committed = msg.meta
                 deadline = time.monotonic() + result_grace

@@ -239,6 +239,7 @@ class AdminRole(EnclaveRole):
         if len(alive) >= MIN_PARTIES:
             state.precomputed = (alive, *self.issuer.issue_blinded(rnd, 0, alive, self.tree.root))
         state.deadline = min(time.monotonic() + self.round_timeout_s, state.round_deadline)
+        self.send(OWNER, "PLANNED", {"rnd": rnd})
         self.audit("round_planned", rnd=rnd, planned=planned)
 
     def _peer_down(self, role: str) -> None:

@@ -246,6 +246,8 @@ class EnclaveRole(Endpoint):
             self.audit(event, sha256=digest, size=int(vector.size), chi2=byte_chi2(vector), **fields)
 
     def close_audit(self) -> None:
+        if self.dropped_unknown["count"]:
+            self.audit("dropped_unknown_total", **self.dropped_unknown, inbox_overflow=self.mailbox.overflow)
         if self._audit is not None:
             self._audit.close()
             self._audit = None

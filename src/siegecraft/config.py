@@ -126,6 +126,8 @@ class SecureConfig(Section):
     aggregation: Literal["plain", "zero-sum"] = "plain"
     fanout: int = Field(10, ge=2)
     on_dropout: Literal["remask", "abort"] = "remask"
+    max_update_norm: float | None = Field(
+        None, gt=0, description="L2 bound on each party's update, applied inside its training enclave")
 
 
 class AttackConfig(Section):

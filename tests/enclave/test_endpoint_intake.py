@@ -20,7 +20,8 @@ from .synthetic import config, global_weights, read_audit
 
 
 class _NoMailbox:
-    overflow = {"count": 0, "bytes": 0}
+    def __init__(self) -> None:
+        self.overflow = {"count": 0, "bytes": 0}
 
 
 def endpoint() -> Endpoint:

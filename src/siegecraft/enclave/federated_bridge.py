@@ -34,7 +34,7 @@ def spec_from_experiment(exp: Experiment, partitions: list[np.ndarray]) -> Citad
     return CitadelSpec(
         dataset=d.dataset, data_options=data_options, data_dir=d.data_dir, partitions=list(partitions),
         model=m.name, model_options=model_options, train=exp.train.model_dump(), seed=exp.seed,
-        fanout=exp.secure.fanout, on_dropout=exp.secure.on_dropout,
+        fanout=exp.secure.fanout, on_dropout=exp.secure.on_dropout, max_update_norm=exp.secure.max_update_norm,
     )
 
 
@@ -52,6 +52,8 @@ class SecureAggregation:
             log.warning("%s; the global model is unchanged", exc)
             return None, {"dropped": exc.dropped, "aborted": exc.reason}
         info = {"dropped": result.dropped, "num_samples": result.num_samples,
+                "secure_clipped_updates": result.clipped_updates,
+                "secure_clipped_coordinates": result.clipped_coordinates,
                 **{f"secure_{k}": v for k, v in result.timings.items()}}
         return result.mean_update, info
 

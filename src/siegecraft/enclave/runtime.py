@@ -41,6 +41,7 @@ class CitadelSpec:
     clip: float = FixedPointCodec.clip
     scale_bits: int = FixedPointCodec.scale_bits
     modulus_bits: int = FixedPointCodec.modulus_bits
+    max_update_norm: float | None = None
     round_timeout_s: float = 120.0
     start_timeout_s: float = 300.0
     train_fn: str = DEFAULT_TRAIN_FN
@@ -72,6 +73,8 @@ class RoundResult:
     dropped: list[int]
     timings: dict[str, float]
     attempt: int = 0
+    clipped_updates: int = 0
+    clipped_coordinates: int = 0
 
 
 class CitadelRuntime:
@@ -91,6 +94,7 @@ class CitadelRuntime:
             "seed": spec.seed, "train_fn": spec.train_fn})
         config = SessionConfig(parties, bundle, self.layout, fanout=spec.fanout, on_dropout=spec.on_dropout,
                                codec=codec, rounding_seed=spec.seed, round_timeout_s=spec.round_timeout_s,
+                               max_update_norm=spec.max_update_norm,
                                start_timeout_s=spec.start_timeout_s, **spec.session_options)
         self.session = CitadelSession(config)
         self.session.start()
@@ -101,7 +105,7 @@ class CitadelRuntime:
         result = self.session.run_round(rnd, weights, list(clients))
         mean = torch.from_numpy(result.mean.astype(np.float32)).to(global_weights.dtype)
         return RoundResult(mean, result.num_samples, result.survivors, result.dropped, result.timings,
-                           result.attempt)
+                           result.attempt, result.clipped_updates, result.clipped_coordinates)
 
     def close(self) -> None:
         self.session.close()

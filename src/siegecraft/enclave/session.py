@@ -70,6 +70,8 @@ class SessionConfig:
     log_level: str = "WARNING"
     #: sealed bodies of at least this many bytes cross through shared memory, not the relay's pipes (0: never)
     bulk_threshold: int = DEFAULT_BULK_THRESHOLD
+    #: L2 bound each training enclave applies to its update before encoding (None: no bound)
+    max_update_norm: float | None = None
     #: test hook: role -> measurement its platform quotes instead of the real one (simulates altered code)
     measurement_overrides: dict[str, bytes] = field(default_factory=dict)
 
@@ -83,6 +85,8 @@ class SessionConfig:
             raise ValueError(f"on_dropout must be one of {DROPOUT_POLICIES}, got {self.on_dropout!r}")
         if not self.layout or min(self.layout) <= 0:
             raise ValueError(f"layout must list positive tensor sizes, got {self.layout}")
+        if self.max_update_norm is not None and not 0 < self.max_update_norm < float("inf"):
+            raise ValueError(f"max_update_norm must be a positive finite number or None, got {self.max_update_norm!r}")
         if self.round_timeout_s <= 0 or self.start_timeout_s <= 0:
             raise ValueError("timeouts must be positive")
         if self.bulk_threshold < 0:
@@ -101,6 +105,9 @@ class AggregateResult:
     dropped: list[int]
     attempt: int
     timings: dict[str, float]
+    #: updates the training enclaves scaled down to `max_update_norm`, and coordinates the codec clipped
+    clipped_updates: int = 0
+    clipped_coordinates: int = 0
 
 
 class CitadelSession:
@@ -139,7 +146,7 @@ class CitadelSession:
             roles[leaf] = ("training", {
                 "role": leaf, "client_id": party.client_id, "parent": tree.parent[leaf],
                 "admin_measurement": admin_measurement, "owner_verify_key": verify_key, "codec": codec,
-                "data": party.data, "faults": party.faults})
+                "data": party.data, "faults": party.faults, "max_update_norm": cfg.max_update_norm})
         return roles
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -236,8 +243,15 @@ class CitadelSession:
         t_ready, t_sent, t_total = float(meta["t_ready"]), float(meta["t_sent"]), float(meta["t_total"])
         timings = {"train_s": t_ready - start, "mask_s": t_sent - t_ready, "tree_s": t_total - t_sent,
                    "unmask_s": end - t_total, "round_s": end - start}
-        return AggregateResult(np.array(msg.arrays["mean"], dtype=np.float64), int(meta["num_samples"]), survivors,
-                               sorted(set(clients) - set(survivors)), int(meta["attempt"]), timings)
+        stats = {k: int(v) for k, v in dict(meta.get("stats", {})).items()}
+        result = AggregateResult(np.array(msg.arrays["mean"], dtype=np.float64), int(meta["num_samples"]),
+                                 survivors, sorted(set(clients) - set(survivors)), int(meta["attempt"]), timings,
+                                 stats.get("norm_clipped", 0), stats.get("codec_clipped", 0))
+        if result.clipped_updates or result.clipped_coordinates:
+            log.warning("round %d: %d update(s) scaled down to max_update_norm=%s, %d coordinate(s) clipped by "
+                        "the codec to +-%g", rnd, result.clipped_updates, self.config.max_update_norm,
+                        result.clipped_coordinates, self.config.codec.clip)
+        return result
 
     # -- host powers (used by dropout tests) ---------------------------------------------------
     def process_of(self, client_id: int) -> BaseProcess:

@@ -28,6 +28,7 @@ class RunningSum:
 
     total: np.ndarray
     counts: dict[str, int] = field(default_factory=dict)
+    stats: dict[str, int] = field(default_factory=dict)  # clipping counts, summed over the inputs
     children: set[str] = field(default_factory=set)
     t_sent: float = 0.0
 
@@ -104,6 +105,8 @@ class AggregatorRole(EnclaveRole):
         else:
             self.codec.add(running.total, vector)
         running.counts.update({str(k): int(v) for k, v in msg.meta["counts"].items()})
+        for name, value in dict(msg.meta.get("stats", {})).items():
+            running.stats[str(name)] = running.stats.get(str(name), 0) + int(value)
         running.children.add(msg.src)
         running.t_sent = max(running.t_sent, float(msg.meta["t_sent"]))
         self._try_complete()
@@ -131,7 +134,8 @@ class AggregatorRole(EnclaveRole):
         self.expect = None
         total = running.total
         self.audit_vector("output", total, rnd=key[0], attempt=key[1], root=self.is_root)
-        meta = {"rnd": key[0], "attempt": key[1], "counts": running.counts, "t_sent": running.t_sent}
+        meta = {"rnd": key[0], "attempt": key[1], "counts": running.counts, "stats": running.stats,
+                "t_sent": running.t_sent}
         if self.is_root:
             self._finish(total, meta, expect)
         else:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -45,6 +45,8 @@ class PendingUpdate:
     delta: np.ndarray
     hint: int | None = None
     encoded: np.ndarray | None = None
+    #: {"norm_clipped": 0 or 1, "codec_clipped": coordinates beyond the codec's clip}; summed up the tree
+    stats: dict[str, int] = field(default_factory=dict)
 
 
 class TrainingRole(EnclaveRole):
@@ -59,6 +61,8 @@ class TrainingRole(EnclaveRole):
         self.client_id = int(self.config["client_id"])
         self.parent = str(self.config["parent"])
         self.faults: dict[str, Any] = dict(self.config.get("faults") or {})
+        bound = self.config.get("max_update_norm")
+        self.max_update_norm = None if bound is None else float(bound)
         self.ledger = MaskLedger()
         self.pending_update: PendingUpdate | None = None
         # reused every round: the private copy of the broadcast's ciphertext, and the payload that is
@@ -145,7 +149,7 @@ class TrainingRole(EnclaveRole):
             self.pending_update = None
             self.send(ADMIN, "READY", {"rnd": rnd, "ok": False, "reason": "the update contains NaN or inf"})
             return
-        pending = PendingUpdate(rnd, delta.reshape(-1))
+        pending = self._bounded(rnd, delta.reshape(-1))
         if isinstance(hint, int) and hint >= self.num_samples:  # the owner's planned total (a hint only)
             try:
                 pending.hint, pending.encoded = hint, self._encode(pending.delta, rnd, hint)
@@ -154,6 +158,19 @@ class TrainingRole(EnclaveRole):
         self.pending_update = pending
         self.send(ADMIN, "READY", {"rnd": rnd, "ok": True, "num_samples": self.num_samples,
                                    "train_s": time.monotonic() - start})
+
+    def _bounded(self, rnd: int, delta: np.ndarray) -> PendingUpdate:
+        """The update scaled down to `max_update_norm` (L2) if it is longer, and what the codec will clip:
+        a data owner cannot make its update weigh more than the bound, and neither bound acts silently."""
+        clipped = 0
+        if self.max_update_norm is not None:
+            norm = float(np.linalg.norm(delta.astype(np.float64, copy=False)))
+            if norm > self.max_update_norm:
+                delta = (delta * (self.max_update_norm / norm)).astype(delta.dtype, copy=False)
+                clipped = 1
+                self.audit("update_clipped", rnd=rnd, factor=self.max_update_norm / norm)
+        beyond = int(np.count_nonzero(np.abs(delta) > self.codec.clip))
+        return PendingUpdate(rnd, delta, stats={"norm_clipped": clipped, "codec_clipped": beyond})
 
     def _mask(self, msg: Message) -> None:
         rnd, attempt = int(msg.meta["rnd"]), int(msg.meta["attempt"])
@@ -178,7 +195,7 @@ class TrainingRole(EnclaveRole):
                                      f"{self.num_samples}"), rnd=rnd)
             return
         meta = {"rnd": rnd, "attempt": attempt, "counts": {str(self.client_id): self.num_samples},
-                "t_sent": time.monotonic()}
+                "stats": pending.stats, "t_sent": time.monotonic()}
         # the masked vector is computed straight into the payload that gets sealed; the float update
         # (and an encoding made from the owner's hint) stay intact for a remask
         spec = {"v": (np.dtype(self.codec.dtype).name, pending.delta.size)}

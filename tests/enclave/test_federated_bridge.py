@@ -20,7 +20,8 @@ def experiment(**secure: object) -> Experiment:
 
 def test_spec_carries_the_experiment() -> None:
     parts = [np.arange(0, 10), np.arange(10, 30), np.arange(30, 35)]
-    spec = spec_from_experiment(experiment(on_dropout="abort"), parts)
+    spec = spec_from_experiment(experiment(on_dropout="abort", max_update_norm=2.5), parts)
+    assert spec.max_update_norm == 2.5
     assert spec.model_options == {"in_channels": 1, "num_classes": 10, "image_size": 28, "width": 4, "hidden": 8}
     assert spec.train["lr"] == 0.1 and spec.train["steps"] == 2 and spec.seed == 3
     assert spec.fanout == 2 and spec.on_dropout == "abort" and spec.data_options == {}
@@ -29,6 +30,11 @@ def test_spec_carries_the_experiment() -> None:
     spec = spec_from_experiment(adapted, parts)
     assert spec.data_options == {"channels": 3, "size": 32}
     assert spec.model_options["in_channels"] == 3 and spec.model_options["image_size"] == 32
+
+
+def test_max_update_norm_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_update_norm"):
+        experiment(max_update_norm=0)
 
 
 @pytest.mark.slow
@@ -43,5 +49,6 @@ def test_bridge_runs_a_round() -> None:
         update, info = secure.round(1, weights, [0, 1, 2])
         assert update is not None and update.shape == weights.shape and update.abs().max() > 0
         assert info["dropped"] == [] and info["num_samples"] == 48
+        assert info["secure_clipped_updates"] == 0 and info["secure_clipped_coordinates"] == 0
     finally:
         secure.close()

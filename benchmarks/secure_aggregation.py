@@ -1,6 +1,6 @@
 """Benchmark: Citadel zero-sum secure aggregation (SIMULATION: role processes, mock attestation).
 
-Three measurements, each reported as medians over repeated rounds and as ratios taken in one run:
+Four measurements, each reported as medians over repeated rounds and as ratios taken in one run:
 
 1. overhead  - federated rounds through enclave processes and the zero-sum tree vs plain FedAvg (an
                in-process loop with the same training function), `cnn` on Fashion-MNIST, 8 and 16
@@ -17,8 +17,22 @@ Three measurements, each reported as medians over repeated rounds and as ratios 
                (2^32, like Flower's: the same bytes on the wire) and, for reference, with the 2^64
                one (`vs_flower_codec_64`). Target: ours >= 5x faster. The trust models differ:
                Citadel trusts an attested admin enclave; SecAgg+ trusts no party.
+4. dropout   - a secure round with one dropout under on_dropout="remask" vs a clean round, in one session
+               (`dropout_round_ratio`: median dropout-round time / median clean-round time). The setting
+               of the 10-party Flower comparison: synthetic 1M-parameter updates (--dim), 10 parties per
+               round, the root aggregating them directly (the session has 10 + one spare enclave per
+               dropout round, fanout = all of them, so the tree stays flat). In a dropout round one
+               planned training enclave crashes right after receiving its mask (fault injection
+               {"crash": {"round": r, "stage": "mask"}}); the admin learns of it from the host's
+               PEER_DOWN notice and draws fresh masks for the 9 survivors (attempt 1), who re-encode
+               their updates for the new total. Each later round plans the next 10 live enclaves.
+               Clean and dropout rounds alternate (pairs in alternating order) after a warm-up round,
+               --dropout-pairs of each (7; --quick: 2, at 100,000 params). The JSON (`dropout`) also
+               records each dropout round's attempt (must be 1), survivors, phase timings and the error
+               of its mean against the survivors' plaintext mean (codec bound).
 
 Run:   .venv/bin/python benchmarks/secure_aggregation.py            (about 10-20 minutes on 2 cores)
+       .venv/bin/python benchmarks/secure_aggregation.py --flwr-python /tmp/flwr-venv/bin/python
        .venv/bin/python benchmarks/secure_aggregation.py --quick    (smaller, for a smoke test)
 Flower is looked up in this interpreter, then in --flwr-python / $SIEGECRAFT_FLWR_PYTHON (a separate
 virtualenv with `flwr[simulation]==1.41.0`). Writes benchmarks/results/secure_aggregation.json.
@@ -257,6 +271,83 @@ def ours_secure_round(parties: int, dim: int, rounds: int, codec: dict[str, Any]
             "codec": cfg.codec.to_config(), "phases_median_s": {k: median([p[k] for p in phases]) for k in phases[0]}}
 
 
+# -- 4. one dropout (remask) vs a clean round ----------------------------------------------------------
+def dropout_schedule(planned: int, pairs: int) -> tuple[list[tuple[int, str, list[int], int | None]], int]:
+    """Rounds as (round, kind, planned clients, crashing client); round 1 is a clean warm-up.
+
+    Every round plans the `planned` lowest live client ids; a dropout round's first planned client
+    crashes, so the session needs one spare enclave per dropout round. Pairs alternate their order
+    (clean then dropout, dropout then clean) so that neither kind always follows the other."""
+    total = planned + pairs
+    live, rounds = list(range(total)), []
+    kinds = ["warmup"] + [k for i in range(pairs) for k in (("clean", "dropout") if i % 2 == 0 else
+                                                            ("dropout", "clean"))]
+    for rnd, kind in enumerate(kinds, start=1):
+        clients = live[:planned]
+        victim = clients[0] if kind == "dropout" else None
+        if victim is not None:
+            live.remove(victim)
+        rounds.append((rnd, kind, clients, victim))
+    return rounds, total
+
+
+def dropout_rounds(planned: int, dim: int, pairs: int) -> dict[str, Any]:
+    from siegecraft.enclave import CitadelSession, CodeBundle, FixedPointCodec, PartySpec, SessionConfig
+    from siegecraft.enclave.workloads import SYNTHETIC_ENTRYPOINT, synthetic_update
+
+    schedule, total = dropout_schedule(planned, pairs)
+    crash = {victim: rnd for rnd, _, _, victim in schedule if victim is not None}
+    data = {i: {"seed": i, "num_samples": 10, "amplitude": 0.5} for i in range(total)}
+    specs = [PartySpec(i, data[i], {"crash": {"round": crash[i], "stage": "mask"}} if i in crash else {})
+             for i in range(total)]
+    codec = FixedPointCodec()
+    # fanout covers every enclave: the root aggregates a round's parties directly, as at 10 parties, fanout 10
+    cfg = SessionConfig(specs, CodeBundle(SYNTHETIC_ENTRYPOINT, {}), [dim], fanout=total, on_dropout="remask",
+                        start_timeout_s=600.0, codec=codec)
+    runs: dict[str, dict[str, list[Any]]] = {k: {"round_s": [], "phases": [], "attempt": [], "survivors": [],
+                                                 "dropped": [], "expected_survivors": [],
+                                                 "max_abs_error_vs_plaintext": []}
+                                             for k in ("clean", "dropout")}
+    weights = np.zeros(dim, np.float32)
+    t0 = time.perf_counter()
+    with CitadelSession(cfg) as session:
+        startup_s = time.perf_counter() - t0
+        for rnd, kind, clients, victim in schedule:
+            t0 = time.perf_counter()
+            result = session.run_round(rnd, weights, clients)
+            elapsed = time.perf_counter() - t0
+            if kind == "warmup":
+                continue
+            # not timed: the survivors' plaintext mean (equal sample counts, so a plain mean)
+            expected = np.mean([synthetic_update(data[c], rnd, weights).astype(np.float64)
+                                for c in result.survivors], 0)
+            run = runs[kind]
+            run["expected_survivors"].append([c for c in clients if c != victim])
+            run["round_s"].append(elapsed)
+            run["phases"].append(result.timings)
+            run["attempt"].append(result.attempt)
+            run["survivors"].append(result.survivors)
+            run["dropped"].append(result.dropped)
+            run["max_abs_error_vs_plaintext"].append(float(np.abs(result.mean - expected).max()))
+    out: dict[str, Any] = {
+        "planned_parties": planned, "enclaves": total, "params": dim, "fanout": total, "pairs": pairs,
+        "crash": "one planned training enclave per dropout round exits after receiving its mask (stage 'mask')",
+        "order": [kind for _, kind, _, _ in schedule], "startup_s": startup_s, "codec": codec.to_config(),
+    }
+    for kind, run in runs.items():
+        phases = run.pop("phases")
+        out[kind] = {**run, "round_s_median": median(run["round_s"]),
+                     "phases_median_s": {k: median([p[k] for p in phases]) for k in phases[0]},
+                     "phases_s": phases,
+                     "codec_bound_on_mean": codec.error_bound(len(run["survivors"][0]))}
+    out["ratio"] = out["dropout"]["round_s_median"] / out["clean"]["round_s_median"]
+    # every dropout round remasked exactly once for the expected survivors; every clean round used attempt 0
+    as_planned = [out[kind].pop("expected_survivors") == out[kind]["survivors"] for kind in ("clean", "dropout")]
+    out["remask_ok"] = (all(as_planned) and all(a == 1 for a in out["dropout"]["attempt"])
+                        and all(a == 0 for a in out["clean"]["attempt"]))
+    return out
+
+
 def find_flower_python(explicit: str | None) -> str | None:
     try:
         import flwr  # noqa: F401
@@ -339,6 +430,8 @@ def main() -> None:
     p.add_argument("--samples-per-party", type=int, default=200)
     p.add_argument("--scaling-parties", type=int, nargs="*", default=[10, 100, 1000])
     p.add_argument("--dim", type=int, default=1_000_000)
+    p.add_argument("--dropout-parties", type=int, default=10, help="parties planned per round (one drops)")
+    p.add_argument("--dropout-pairs", type=int, default=7, help="clean + dropout round pairs (0: skip)")
     p.add_argument("--flower-parties", type=int, nargs="*", default=[10, 50])
     p.add_argument("--flower-rounds", type=int, default=3)
     p.add_argument("--flwr-python", default=None)
@@ -353,6 +446,7 @@ def main() -> None:
     if args.quick:
         args.rounds, args.e2e_parties, args.samples_per_party = 2, [4], 64
         args.scaling_parties, args.dim, args.flower_parties, args.flower_rounds = [10, 100], 100_000, [10], 1
+        args.dropout_pairs = 2
 
     import torch
 
@@ -364,7 +458,7 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "loadavg_start": os.getloadavg(), "python": platform.python_version(),
                     "torch": torch.__version__, "numpy": np.__version__},
         "overhead": {}, "overhead_same_parallelism": {}, "e2e": {}, "scaling": {}, "vs_flower": {},
-        "vs_flower_codec_64": {}, "flower": {},
+        "vs_flower_codec_64": {}, "flower": {}, "dropout_round_ratio": None, "dropout": {},
     }
     for n in args.e2e_parties:
         print(f"[e2e] {n} parties ...", flush=True)
@@ -381,6 +475,24 @@ def main() -> None:
         out["scaling"][str(n)] = res = scaling(n, args.dim)
         print(f"  per party {res['per_party_s'] * 1e3:.1f} ms  admin {res['admin_masks_s']:.2f} s  "
               f"tree {res['tree_sum_s']:.2f} s  root unmask {res['root_unmask_s'] * 1e3:.1f} ms", flush=True)
+    if args.dropout_pairs > 0:
+        print(f"[dropout] {args.dropout_parties} parties x {args.dim} params, {args.dropout_pairs} clean + "
+              f"{args.dropout_pairs} dropout rounds ...", flush=True)
+        from siegecraft.enclave import CitadelError
+
+        try:
+            out["dropout"] = res = dropout_rounds(args.dropout_parties, args.dim, args.dropout_pairs)
+        except CitadelError as exc:  # a round that aborted instead of remasking: report it, run the rest
+            out["dropout"] = {"status": f"failed: {type(exc).__name__}: {exc}"}
+            print(f"  dropout measurement failed: {exc}", flush=True)
+        else:
+            res["status"] = "ok" if res["remask_ok"] else "dropout rounds did not remask as planned (see attempt)"
+            out["dropout_round_ratio"] = res["ratio"]
+            ph = res["dropout"]["phases_median_s"]
+            print(f"  clean {res['clean']['round_s_median']:.3f} s  dropout {res['dropout']['round_s_median']:.3f} s"
+                  f"  ratio {res['ratio']:.2f}x  attempts {res['dropout']['attempt']}  (dropout phases: train "
+                  f"{ph['train_s']:.3f} mask {ph['mask_s']:.3f} tree {ph['tree_s']:.3f} unmask {ph['unmask_s']:.3f} s)",
+                  flush=True)
     python = find_flower_python(args.flwr_python)
     out["flower"] = {"trust_models": TRUST_NOTE, "settings": FLOWER_SHARES, "python": python}
     if python is None:
@@ -422,6 +534,21 @@ def main() -> None:
     for n, r in out["vs_flower"].items():
         print(f"vs Flower  {n:>4} parties: ours is {r:.2f}x faster per secure round with its default 2^32 codec "
               f"(target >= 5x: {verdict(r >= 5)}); {out['vs_flower_codec_64'][n]:.2f}x with the 2^64 one")
+    if out["dropout"].get("status", "").startswith("failed"):
+        print(f"dropout: {out['dropout']['status']}")
+    elif out["dropout"]:
+        d = out["dropout"]
+        clean, drop = d["clean"], d["dropout"]
+        survivors = sorted({len(s) for s in drop["survivors"]})
+        print(f"dropout    {d['planned_parties']:>4} parties: remask round (1 crash after its mask) / clean round = "
+              f"{out['dropout_round_ratio']:.2f}x ({drop['round_s_median']:.3f} s vs {clean['round_s_median']:.3f} s, "
+              f"{d['params']} params, {d['pairs']} of each); attempts {drop['attempt']} "
+              f"({'all 1: remasked' if d['remask_ok'] else 'NOT all 1'}), survivors {survivors}; "
+              f"max |err| {max(drop['max_abs_error_vs_plaintext']):.1e} (bound {drop['codec_bound_on_mean']:.1e})")
+        for kind, run in (("clean", clean), ("dropout", drop)):
+            ph = run["phases_median_s"]
+            print(f"           {kind:>7} phases (median s): train {ph['train_s']:.3f}  mask {ph['mask_s']:.3f}  "
+                  f"tree {ph['tree_s']:.3f}  unmask {ph['unmask_s']:.3f}  round {ph['round_s']:.3f}")
     print(f"Flower: {out['flower']['status']}; {TRUST_NOTE}")
     print(f"wrote {args.out}")
 

@@ -31,6 +31,7 @@ def training_role(codec: FixedPointCodec, hint: Any = None) -> tuple[TrainingRol
     role = TrainingRole.__new__(TrainingRole)
     role.id, role.session, role.codec, role.parent = "te-4", SESSION, codec, "agg-1-0"
     role.client_id, role.num_samples, role.rounding_seed, role.faults = 4, 30, 0, {}
+    role.max_update_norm = None
     role.ledger, role.payload_scratch, role.trainer = MaskLedger(), bytearray(), FixedTrainer()
     sent: list[tuple[str, str, Any]] = []
     role.send = lambda dst, kind, meta, arrays=None: sent.append((dst, kind, meta))  # type: ignore[method-assign]

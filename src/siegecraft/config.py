@@ -121,13 +121,23 @@ class RuntimeConfig(Section):
 
 
 class SecureConfig(Section):
-    """Secure aggregation: plain FedAvg, or Citadel's zero-sum masked tree."""
+    """Secure aggregation: plain FedAvg, or Citadel's zero-sum masked tree (attested by `attestation`)."""
 
     aggregation: Literal["plain", "zero-sum"] = "plain"
     fanout: int = Field(10, ge=2)
     on_dropout: Literal["remask", "abort"] = "remask"
     max_update_norm: float | None = Field(
         None, gt=0, description="L2 bound on each party's update, applied inside its training enclave")
+    attestation: str = Field("mock", description="attestation backend; 'mock' simulates, with no hardware protection")
+
+    @field_validator("attestation")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        from siegecraft.enclave.backends import backend_names
+
+        if v not in backend_names():
+            raise ValueError(f"unknown attestation backend {v!r}; allowed: {', '.join(backend_names())}")
+        return v
 
 
 class AttackConfig(Section):

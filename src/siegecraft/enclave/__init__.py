@@ -1,9 +1,10 @@
 """Citadel: attested enclave roles, zero-sum masking and hierarchical aggregation (SIMULATION).
 
-There is no SGX here: each role is its own OS process, a mock authority signs attestation quotes
-behind `AttestationBackend`, and only encrypted messages cross between roles through an untrusted
-relay. The protocol (attestation policy, channels, fixed-point codec, zero-sum masks, tree,
-dropouts) is real. See docs/citadel.md.
+There is no SGX here: each role is its own OS process, launched and quoted by a mock authority process
+behind `AttestationBackend` (the launcher holds only its public key), data owners provision their data
+over attested channels, and only encrypted messages cross between roles through an untrusted relay.
+The protocol (attestation policy, channels, fixed-point codec, zero-sum masks, tree, dropouts) is
+real. See docs/citadel.md.
 
 The torch-facing names (`CitadelSpec`, `CitadelRuntime`, `RoundResult`) load on first use, so role
 processes that only add masked integers never import torch.
@@ -14,13 +15,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from siegecraft.enclave.attestation import (
-    AttestationBackend,
-    EnclavePlatform,
-    MockAttestationAuthority,
-    Quote,
-    QuoteVerifier,
-)
+from siegecraft.enclave.attestation import Quote, QuoteChecker, QuoteVerifier, VerifierPolicy
+from siegecraft.enclave.backends import get_backend
 from siegecraft.enclave.bundle import CodeBundle, sign_bundle, verify_bundle
 from siegecraft.enclave.channel import PeerIdentity, SecureChannel
 from siegecraft.enclave.codec import FixedPointCodec
@@ -35,8 +31,11 @@ from siegecraft.enclave.errors import (
     RoundAbortedError,
     TamperedMessageError,
 )
+from siegecraft.enclave.launcher import AttestationBackend, EnclaveLauncher, LaunchRequest, RoleHandle
 from siegecraft.enclave.masks import MaskDomain, MaskGrant, MaskLedger, ZeroSumMaskIssuer, expand_mask
 from siegecraft.enclave.measurement import measure
+from siegecraft.enclave.provisioning import SampleDeclaration
+from siegecraft.enclave.quoting import EnclavePlatform
 from siegecraft.enclave.session import AggregateResult, CitadelSession, PartySpec, SessionConfig
 from siegecraft.enclave.tree import AggregationTree
 
@@ -58,25 +57,31 @@ __all__ = [
     "CitadelSpec",
     "CodeBundle",
     "CodecError",
+    "EnclaveLauncher",
     "EnclavePlatform",
     "FixedPointCodec",
+    "LaunchRequest",
     "MaskDomain",
     "MaskGrant",
     "MaskLedger",
     "MaskReuseError",
-    "MockAttestationAuthority",
     "PartySpec",
     "PeerIdentity",
     "Quote",
+    "QuoteChecker",
     "QuoteVerifier",
     "ReplayError",
+    "RoleHandle",
     "RoundAbortedError",
     "RoundResult",
+    "SampleDeclaration",
     "SecureChannel",
     "SessionConfig",
     "TamperedMessageError",
+    "VerifierPolicy",
     "ZeroSumMaskIssuer",
     "expand_mask",
+    "get_backend",
     "measure",
     "sign_bundle",
     "verify_bundle",

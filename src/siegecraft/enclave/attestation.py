@@ -1,13 +1,16 @@
-"""Remote attestation behind a small interface, with a mock authority standing in for SGX.
+"""Verifier side of remote attestation: quotes, the verifier's policy and the checks it runs.
 
-SIMULATION: there is no SGX here. `MockAttestationAuthority` plays the part of the CPU's quoting
-enclave and Intel's attestation service: it signs (measurement, enclave public key, verifier nonce)
-with an Ed25519 key. The launcher (the simulated platform) computes each role's measurement before
-starting it, and the role can only ask for quotes over that measurement. A real backend (Gramine's
-/dev/attestation, SGX DCAP) implements the same `AttestationBackend` methods; nothing else changes.
+A quote is the platform's signed statement that an enclave with some measurement, security version
+(SVN) and debug attribute holds the private half of a key, bound to a verifier's fresh nonce. This
+module only *checks* quotes; producing them is the platform side (quoting.py inside an enclave,
+authority.py for the mock platform, launcher.py for the interface a real backend implements).
 
-`QuoteVerifier` holds the verifier's policy: a measurement allow-list per role, single-use nonces
-with a time-to-live, and the key binding between the quote and the channel being opened.
+- `QuoteChecker` checks a quote's signature chain up to the signer the quote names (mock: one
+  Ed25519 signature by the authority; SGX DCAP: the PCK certificate chain up to Intel's root).
+- `VerifierPolicy` says what a verifier accepts: measurements per role, the signer (the trust
+  anchor), a minimum SVN, and whether debug enclaves are acceptable (refused by default).
+- `QuoteVerifier` applies a policy with single-use nonces (time-to-live) and checks the key binding
+  between the quote and the channel being opened.
 """
 
 from __future__ import annotations
@@ -17,128 +20,21 @@ import secrets
 import struct
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from siegecraft.enclave.errors import AttestationError
 
 NONCE_BYTES = 32
-_QUOTE_DOMAIN = b"citadel/quote/v1\0"
+_QUOTE_DOMAIN = b"citadel/quote/v2\0"
 
 
 def _fields(*parts: bytes) -> bytes:
     return b"".join(struct.pack(">I", len(p)) + p for p in parts)
-
-
-@dataclass(frozen=True)
-class Quote:
-    """Evidence that an enclave with `measurement` holds the private half of `public_key`, now."""
-
-    measurement: bytes
-    public_key: bytes
-    nonce: bytes
-    signature: bytes
-    backend: str = "mock"
-
-    def signed_bytes(self) -> bytes:
-        """The exact bytes the authority signs: domain, backend name and the three bound values."""
-        return _QUOTE_DOMAIN + _fields(self.backend.encode(), self.measurement, self.public_key, self.nonce)
-
-    def to_dict(self) -> dict[str, str]:
-        return {"measurement": self.measurement.hex(), "public_key": self.public_key.hex(),
-                "nonce": self.nonce.hex(), "signature": self.signature.hex(), "backend": self.backend}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Quote:
-        try:
-            return cls(bytes.fromhex(data["measurement"]), bytes.fromhex(data["public_key"]),
-                       bytes.fromhex(data["nonce"]), bytes.fromhex(data["signature"]), str(data["backend"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise AttestationError(f"malformed quote: {exc}") from None
-
-
-class AttestationBackend(ABC):
-    """Produces quotes for enclaves and checks that a quote really comes from the platform authority."""
-
-    name: str
-
-    @abstractmethod
-    def quote(self, measurement: bytes, public_key: bytes, nonce: bytes) -> Quote:
-        """Platform side: a quote binding the enclave's measurement to its key and the verifier's nonce."""
-
-    @abstractmethod
-    def check(self, quote: Quote) -> None:
-        """Verifier side: raise AttestationError unless the authority genuinely produced `quote`."""
-
-    @abstractmethod
-    def verifier(self) -> AttestationBackend:
-        """A copy that can only check quotes (what verifiers are given)."""
-
-
-class MockAttestationAuthority(AttestationBackend):
-    """SIMULATION of an attestation authority: an Ed25519 key signs quotes for launched roles.
-
-    Its private key travels to each role process at launch (a real platform keeps it in hardware), so
-    this models honest hardware, not a secure one.
-    """
-
-    name = "mock"
-
-    def __init__(self, private_key: Ed25519PrivateKey | None = None, *, public_key: bytes | None = None) -> None:
-        self._private = private_key
-        if private_key is not None:
-            public_key = private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-        if public_key is None:
-            raise ValueError("give the authority's private key, or its public key for a verify-only copy")
-        self.public_key = public_key
-
-    @classmethod
-    def generate(cls) -> MockAttestationAuthority:
-        return cls(Ed25519PrivateKey.generate())
-
-    def __getstate__(self) -> dict[str, bytes | None]:
-        raw = None if self._private is None else self._private.private_bytes(
-            Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-        return {"private": raw, "public": self.public_key}
-
-    def __setstate__(self, state: dict[str, bytes | None]) -> None:
-        raw = state["private"]
-        self._private = None if raw is None else Ed25519PrivateKey.from_private_bytes(raw)
-        self.public_key = state["public"]  # type: ignore[assignment]
-
-    def quote(self, measurement: bytes, public_key: bytes, nonce: bytes) -> Quote:
-        if self._private is None:
-            raise AttestationError("this copy of the mock authority can only verify quotes")
-        unsigned = Quote(measurement, public_key, nonce, b"", self.name)
-        return Quote(measurement, public_key, nonce, self._private.sign(unsigned.signed_bytes()), self.name)
-
-    def check(self, quote: Quote) -> None:
-        if quote.backend != self.name:
-            raise AttestationError(f"quote from backend {quote.backend!r}, expected {self.name!r}")
-        try:
-            Ed25519PublicKey.from_public_bytes(self.public_key).verify(quote.signature, quote.signed_bytes())
-        except (InvalidSignature, ValueError):
-            raise AttestationError("quote signature is invalid: not signed by the attestation authority "
-                                   "(or a quoted field was altered)") from None
-
-    def verifier(self) -> MockAttestationAuthority:
-        return MockAttestationAuthority(public_key=self.public_key)
-
-
-@dataclass(frozen=True)
-class EnclavePlatform:
-    """What a launched role sees of the platform: it can get quotes, but only for its own measurement."""
-
-    backend: AttestationBackend
-    measurement: bytes
-
-    def quote(self, public_key: bytes, nonce: bytes) -> Quote:
-        return self.backend.quote(self.measurement, public_key, nonce)
 
 
 def short(digest: bytes) -> str:
@@ -146,16 +42,142 @@ def short(digest: bytes) -> str:
     return digest.hex()[:12]
 
 
-class QuoteVerifier:
-    """Policy of one verifier: allow-listed measurements per role, fresh single-use nonces, key binding."""
+@dataclass(frozen=True)
+class Quote:
+    """Evidence that an enclave with `measurement` (at security version `svn`, debug or not) holds
+    the private half of `public_key`, produced for the verifier's `nonce` and signed by `signer`."""
 
-    def __init__(self, backend: AttestationBackend, allowed: Mapping[str, bytes | set[bytes]], *,
-                 nonce_ttl_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.backend = backend
-        self.allowed = {role: ({m} if isinstance(m, bytes) else set(m)) for role, m in allowed.items()}
-        self.nonce_ttl_s = nonce_ttl_s
-        self.clock = clock
-        self._outstanding: dict[bytes, tuple[str, float]] = {}
+    measurement: bytes
+    public_key: bytes
+    nonce: bytes
+    svn: int
+    debug: bool
+    signer: bytes
+    signature: bytes
+    backend: str = "mock"
+
+    def signed_bytes(self) -> bytes:
+        """The exact bytes the platform signs: domain, backend, signer and every quoted field."""
+        if not 0 <= self.svn < 2**32:
+            raise AttestationError(f"quote svn {self.svn} is out of range")
+        return _QUOTE_DOMAIN + _fields(self.backend.encode(), self.signer, self.measurement, self.public_key,
+                                       self.nonce, struct.pack(">I?", self.svn, self.debug))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"measurement": self.measurement.hex(), "public_key": self.public_key.hex(),
+                "nonce": self.nonce.hex(), "svn": self.svn, "debug": self.debug, "signer": self.signer.hex(),
+                "signature": self.signature.hex(), "backend": self.backend}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Quote:
+        try:
+            svn, debug = data["svn"], data["debug"]
+            if type(svn) is not int or type(debug) is not bool:
+                raise TypeError("svn must be an integer and debug a boolean")
+            return cls(bytes.fromhex(data["measurement"]), bytes.fromhex(data["public_key"]),
+                       bytes.fromhex(data["nonce"]), svn, debug, bytes.fromhex(data["signer"]),
+                       bytes.fromhex(data["signature"]), str(data["backend"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise AttestationError(f"malformed quote: {exc}") from None
+
+
+class QuoteChecker(ABC):
+    """Verifier side of an attestation backend: is this quote's signature chain genuine?"""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def check(self, quote: Quote) -> None:
+        """Raise AttestationError unless `quote` is signed, through the backend's chain, by `quote.signer`.
+
+        Whether that signer is trusted is the policy's question (`VerifierPolicy.signer`), not this one."""
+
+
+class MockQuoteChecker(QuoteChecker):
+    """SIMULATION: the mock authority signs quotes with one Ed25519 key; its public key is the signer."""
+
+    name = "mock"
+
+    def check(self, quote: Quote) -> None:
+        if quote.backend != self.name:
+            raise AttestationError(f"quote from backend {quote.backend!r}, expected {self.name!r}")
+        try:
+            Ed25519PublicKey.from_public_bytes(quote.signer).verify(quote.signature, quote.signed_bytes())
+        except (InvalidSignature, ValueError):
+            raise AttestationError("quote signature is invalid: not signed by the attestation authority "
+                                   "(or a quoted field was altered)") from None
+
+
+#: backend name -> checker class; a real backend adds its checker here (it is part of every enclave's code)
+QUOTE_CHECKERS: dict[str, type[QuoteChecker]] = {"mock": MockQuoteChecker}
+
+
+def quote_checker(backend: str) -> QuoteChecker:
+    """The checker for quotes of `backend`."""
+    try:
+        return QUOTE_CHECKERS[backend]()
+    except KeyError:
+        raise AttestationError(f"no quote checker for backend {backend!r}; known: "
+                               f"{', '.join(sorted(QUOTE_CHECKERS))}") from None
+
+
+@dataclass(frozen=True)
+class VerifierPolicy:
+    """What one verifier accepts. `signer` is its trust anchor (mock: the authority's public key)."""
+
+    measurements: Mapping[str, frozenset[bytes]]
+    signer: bytes
+    min_svn: int = 0
+    allow_debug: bool = False
+    backend: str = "mock"
+
+    @classmethod
+    def build(cls, measurements: Mapping[str, bytes | Iterable[bytes]], signer: bytes, *, min_svn: int = 0,
+              allow_debug: bool = False, backend: str = "mock") -> VerifierPolicy:
+        """A policy from role -> one accepted measurement (or several)."""
+        accepted = {role: frozenset([m] if isinstance(m, bytes) else m) for role, m in measurements.items()}
+        return cls(accepted, signer, min_svn, allow_debug, backend)
+
+    def check(self, role: str, quote: Quote, checker: QuoteChecker) -> None:
+        """Every check of the policy: where the quote comes from, then what it says about the enclave."""
+        self.check_origin(role, quote, checker)
+        self.check_enclave(role, quote)
+
+    def check_origin(self, role: str, quote: Quote, checker: QuoteChecker) -> None:
+        """The backend, the accepted signer, and the signature chain up to it."""
+        if quote.backend != self.backend:
+            raise AttestationError(f"quote of {role!r} comes from backend {quote.backend!r}; the policy "
+                                   f"accepts {self.backend!r}")
+        if quote.signer != self.signer:
+            raise AttestationError(f"wrong signer: the quote of {role!r} names signer {short(quote.signer)}, the "
+                                   f"policy accepts only {short(self.signer)}")
+        checker.check(quote)
+
+    def check_enclave(self, role: str, quote: Quote) -> None:
+        """The security version, the debug attribute and the measurement of an authentic quote."""
+        if quote.svn < self.min_svn:
+            raise AttestationError(f"svn too low: {role!r} runs security version {quote.svn}, the policy "
+                                   f"requires at least {self.min_svn}")
+        if quote.debug and not self.allow_debug:
+            raise AttestationError(f"{role!r} is a debug enclave (its memory is open to the host); the policy "
+                                   "refuses debug enclaves")
+        expected = self.measurements.get(role)
+        if not expected:
+            raise AttestationError(f"no measurement is allow-listed for role {role!r}")
+        if quote.measurement not in expected:
+            raise AttestationError(f"measurement {short(quote.measurement)} of {role!r} is not in the allow-list "
+                                   f"(expected {', '.join(sorted(short(m) for m in expected))})")
+
+
+@dataclass
+class QuoteVerifier:
+    """One verifier: a policy, single-use nonces with a time-to-live, and the key binding."""
+
+    checker: QuoteChecker
+    policy: VerifierPolicy
+    nonce_ttl_s: float = 60.0
+    clock: Callable[[], float] = time.monotonic
+    _outstanding: dict[bytes, tuple[str, float]] = field(default_factory=dict, repr=False)
 
     def challenge(self, role: str) -> bytes:
         """A fresh random nonce that `role` must include in its next quote."""
@@ -166,11 +188,11 @@ class QuoteVerifier:
     def verify(self, role: str, quote: Quote, channel_key: bytes) -> None:
         """Accept `quote` from `role` for a channel keyed by `channel_key`, or raise AttestationError.
 
-        Checks, in order: the authority's signature, the nonce (issued by us, to this role, unused,
-        younger than the TTL - consumed either way), the measurement allow-list and the key binding.
-        """
+        The nonce is consumed whatever the outcome. Checks, in order: the policy's signer and the
+        signature chain, the nonce (issued by us, to this role, unused, younger than the TTL), the
+        security version, the debug attribute, the measurement, and the key binding."""
         issued = self._outstanding.pop(quote.nonce, None)
-        self.backend.check(quote)
+        self.policy.check_origin(role, quote, self.checker)  # a forged quote is named as such first
         if issued is None:
             raise AttestationError(f"stale or unknown nonce in the quote of {role!r}: it was never issued "
                                    "by this verifier or was already used (replayed quote)")
@@ -180,12 +202,7 @@ class QuoteVerifier:
         age = self.clock() - issued_at
         if age > self.nonce_ttl_s:
             raise AttestationError(f"stale nonce: issued {age:.1f} s ago, TTL {self.nonce_ttl_s:.1f} s")
-        expected = self.allowed.get(role)
-        if expected is None:
-            raise AttestationError(f"no measurement is allow-listed for role {role!r}")
-        if quote.measurement not in expected:
-            raise AttestationError(f"measurement {short(quote.measurement)} of {role!r} is not in the allow-list "
-                                   f"(expected {', '.join(sorted(short(m) for m in expected))})")
+        self.policy.check_enclave(role, quote)
         if quote.public_key != channel_key:
             raise AttestationError(f"key binding failed for {role!r}: the quoted key {short(quote.public_key)} "
                                    f"is not the channel key {short(channel_key)} (swapped key)")

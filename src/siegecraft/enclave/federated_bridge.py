@@ -34,7 +34,8 @@ def spec_from_experiment(exp: Experiment, partitions: list[np.ndarray]) -> Citad
     return CitadelSpec(
         dataset=d.dataset, data_options=data_options, data_dir=d.data_dir, partitions=list(partitions),
         model=m.name, model_options=model_options, train=exp.train.model_dump(), seed=exp.seed,
-        fanout=exp.secure.fanout, on_dropout=exp.secure.on_dropout, max_update_norm=exp.secure.max_update_norm,
+        fanout=exp.secure.fanout, on_dropout=exp.secure.on_dropout, attestation=exp.secure.attestation,
+        max_update_norm=exp.secure.max_update_norm,
     )
 
 

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from siegecraft.enclave import broadcast, shm
-from siegecraft.enclave.attestation import AttestationBackend, Quote, QuoteVerifier, key_fingerprint
+from siegecraft.enclave.attestation import Quote, QuoteChecker, QuoteVerifier, VerifierPolicy, key_fingerprint
 from siegecraft.enclave.bundle import CodeBundle, sign_bundle
 from siegecraft.enclave.channel import PeerIdentity, SecureChannel
 from siegecraft.enclave.errors import (
@@ -42,17 +42,20 @@ log = logging.getLogger("siegecraft.enclave")
 class ModelOwner(Endpoint):
     """The model owner's side of the protocol."""
 
-    def __init__(self, mailbox: Mailbox, backend: AttestationBackend, admin_measurement: bytes,
+    def __init__(self, mailbox: Mailbox, checker: QuoteChecker, admin_policy: VerifierPolicy,
                  signing_key: Ed25519PrivateKey | None = None) -> None:
         self.signing_key = signing_key or Ed25519PrivateKey.generate()
         self.verify_key = self.signing_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         super().__init__(OWNER, mailbox, key_fingerprint(self.verify_key))
-        self.backend = backend
-        self.admin_measurement = admin_measurement
+        #: how the admin is attested: the backend's checker and a policy naming the admin's measurement,
+        #: the platform's signer, the minimum SVN and the debug rule
+        self.checker = checker
+        self.admin_policy = admin_policy
+        (self.admin_measurement,) = admin_policy.measurements[ADMIN]
         self.rejections: list[str] = []
         self.session = b""
         self.broadcasts: list[str] = []
-        self.num_samples: dict[int, int] = {}  # client -> samples, as each enclave acknowledged the bundle
+        self.num_samples: dict[int, int] = {}  # client -> samples, as the admin checked them at deployment
         #: round -> attempts of every RESULT accepted from the root (the protocol allows one per round)
         self.results: dict[int, list[int]] = {}
 
@@ -77,7 +80,7 @@ class ModelOwner(Endpoint):
 
     def connect(self, policy: dict[str, Any], timeout: float) -> None:
         """Attest the admin, send it the policy and open channels to the roles it attested."""
-        verifier = QuoteVerifier(self.backend, {ADMIN: self.admin_measurement}, nonce_ttl_s=timeout)
+        verifier = QuoteVerifier(self.checker, self.admin_policy, nonce_ttl_s=timeout)
         nonce = verifier.challenge(ADMIN)
         signature = self.signing_key.sign(OWNER_HELLO_DOMAIN + self.identity.public_key + nonce)
         self.send_plain(ADMIN, "OWNER_HELLO", {"public_key": self.identity.public_key.hex(), "nonce": nonce.hex(),
@@ -102,21 +105,29 @@ class ModelOwner(Endpoint):
         self.end_setup()
 
     def deploy(self, bundle: CodeBundle, clients: list[int], timeout: float) -> dict[int, int]:
-        """Send the signed bundle to every training enclave; returns client -> number of samples."""
+        """Send the signed bundle to every training enclave; returns client -> number of samples, as the
+        admin accepted them (each enclave's count from its provisioned data, matching its data owner's
+        declaration). Raises if an enclave refuses the bundle or the admin refuses the deployment."""
         for c in clients:
             self.send(leaf_name(c), "BUNDLE", {"signed": sign_bundle(bundle, self.signing_key, leaf_name(c))})
-        counts: dict[int, int] = {}
-        waiting = {leaf_name(c): c for c in clients}
-        while waiting:
-            msg = self.wait_for(lambda m: (m.kind == "BUNDLE_ACK" and m.src in waiting) or m.kind == "PEER_DOWN",
-                                timeout, f"bundle acknowledgements from {sorted(waiting)}")
+        leaves = {leaf_name(c) for c in clients}
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self.wait_for(lambda m: (m.kind == "BUNDLE_ACK" and m.src in leaves) or m.kind == "PEER_DOWN"
+                                or (m.src == ADMIN and m.kind in ("DEPLOYED", "DEPLOY_FAILED")),
+                                max(0.0, deadline - time.monotonic()), "the admin's confirmation of the deployment")
             if msg.kind == "PEER_DOWN":
-                raise CitadelError(f"{msg.meta.get('role')} exited while loading the bundle")
-            if "error" in msg.meta:
+                raise CitadelError(f"{msg.meta.get('role')} exited while the deployment was loading")
+            if msg.kind == "BUNDLE_ACK" and "error" in msg.meta:
                 raise BundleError(f"{msg.src} refused the bundle: {msg.meta['error']}")
-            counts[waiting.pop(msg.src)] = int(msg.meta["num_samples"])
-        self.num_samples = counts
-        return counts
+            if msg.kind == "DEPLOY_FAILED":
+                raise AttestationError(f"the admin refused the deployment: {msg.meta['role']}: {msg.meta['reason']}")
+            if msg.kind == "DEPLOYED":
+                counts = {int(c): int(n) for c, n in msg.meta["counts"].items()}
+                if set(counts) != set(clients):
+                    raise CitadelError(f"the admin confirmed clients {sorted(counts)}, expected {sorted(clients)}")
+                self.num_samples = counts
+                return counts
 
     def start_round(self, rnd: int, weights: np.ndarray, clients: list[int]) -> None:
         """Tell the admin who takes part, broadcast the encrypted weights, send each enclave its ticket."""
@@ -177,5 +188,6 @@ class ModelOwner(Endpoint):
                 deadline = time.monotonic() + result_grace
             if msg.kind == "ABORT" and msg.src == ADMIN and int(msg.meta["rnd"]) == rnd:
                 raise RoundAbortedError(rnd, str(msg.meta["reason"]), list(msg.meta.get("dropped", [])))
-            if msg.kind == "PEER_DOWN" and not str(msg.meta.get("role", "")).startswith("te-"):
-                raise RoundAbortedError(rnd, f"role {msg.meta.get('role')} exited")
+            if msg.kind == "PEER_DOWN" and (msg.meta.get("role") == ADMIN or msg.meta.get("role") == ROOT
+                                            or str(msg.meta.get("role", "")).startswith("agg-")):
+                raise RoundAbortedError(rnd, f"role {msg.meta.get('role')} exited")  # a dead party is a dropout

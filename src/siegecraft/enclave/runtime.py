@@ -1,7 +1,9 @@
 """Integration API for the federated engine: torch weights in, the zero-sum aggregated mean update out.
 
 `CitadelRuntime(spec)` launches the admin, one training enclave per data owner, the aggregator tree
-and the root (SIMULATION: OS processes and a mock attestation authority, see docs/citadel.md).
+and the root through the attestation backend `spec.attestation` (SIMULATION with "mock", the only
+built-in one: OS processes and a mock quoting authority, see docs/citadel.md); each data owner
+provisions its partition (dataset name and indices) to its attested enclave.
 `run_round` returns the sample-weighted mean of (local - global) over the surviving clients, which
 only ever exists as the unmasked total at the root.
 """
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from siegecraft.enclave.backends import backend_names
 from siegecraft.enclave.bundle import CodeBundle
 from siegecraft.enclave.codec import FixedPointCodec
 from siegecraft.enclave.session import DROPOUT_POLICIES, CitadelSession, PartySpec, SessionConfig
@@ -45,10 +48,13 @@ class CitadelSpec:
     round_timeout_s: float = 120.0
     start_timeout_s: float = 300.0
     train_fn: str = DEFAULT_TRAIN_FN
+    attestation: str = "mock"
     session_options: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> FixedPointCodec:
         """Fail before launching anything: bad knobs, empty partitions, or a sum that could wrap around."""
+        if self.attestation not in backend_names():
+            raise ValueError(f"attestation must be one of {backend_names()}, got {self.attestation!r}")
         if self.on_dropout not in DROPOUT_POLICIES:
             raise ValueError(f"on_dropout must be one of {DROPOUT_POLICIES}, got {self.on_dropout!r}")
         if self.fanout < 2:
@@ -95,7 +101,8 @@ class CitadelRuntime:
         config = SessionConfig(parties, bundle, self.layout, fanout=spec.fanout, on_dropout=spec.on_dropout,
                                codec=codec, rounding_seed=spec.seed, round_timeout_s=spec.round_timeout_s,
                                max_update_norm=spec.max_update_norm,
-                               start_timeout_s=spec.start_timeout_s, **spec.session_options)
+                               start_timeout_s=spec.start_timeout_s, attestation=spec.attestation,
+                               **spec.session_options)
         self.session = CitadelSession(config)
         self.session.start()
 

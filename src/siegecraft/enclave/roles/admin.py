@@ -1,8 +1,13 @@
 """The admin role: attests every enclave, releases keys, draws the zero-sum masks, handles dropouts.
 
 Setup: the model owner attests the admin (quote over the owner's nonce) and sends the policy (role ->
-allowed measurement, the tree, the update layout). The admin then runs mutual attestation with every
-role and, once all passed, releases to each only the attested keys of the peers it must talk to.
+allowed measurement, the tree, the update layout, each data owner's verify key). The admin then runs
+mutual attestation with every role (its own measured policy: the platform's signer, minimum SVN, no
+debug enclaves unless allowed) and, once all passed, releases to each only the attested keys of the
+peers it must talk to. Last, every training enclave reports the sample count its trainer found in the
+data its data owner provisioned, with that owner's signed declaration for this session; a count that
+disagrees with the declaration refuses the deployment (DEPLOY_FAILED to the model owner, naming why).
+The counts the admin accepted go to the model owner (DEPLOYED).
 
 Per round: phase 1 waits until every planned training enclave reported READY (its update is computed)
 or the deadline passed; phase 2 issues fresh masks to the survivors, each with the survivors' total
@@ -21,15 +26,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from siegecraft.enclave.attestation import Quote, QuoteVerifier, key_fingerprint
+from siegecraft.enclave.attestation import Quote, key_fingerprint
 from siegecraft.enclave.channel import PeerIdentity, SecureChannel
 from siegecraft.enclave.errors import AttestationError, CitadelError, ReplayError
 from siegecraft.enclave.masks import MaskGrant, ZeroSumMaskIssuer
+from siegecraft.enclave.provisioning import SampleDeclaration
 from siegecraft.enclave.roles.base import (
     HOST,
     OWNER,
@@ -94,8 +100,12 @@ class AdminRole(EnclaveRole):
         missing = sorted(set(self.tree.nodes()) - set(allowed))
         if missing:
             raise CitadelError(f"policy has no measurement for {missing}")
+        data_owners = {leaf_name(int(c)): bytes.fromhex(k) for c, k in policy["data_owners"].items()}
+        missing = sorted(set(self.tree.leaves) - set(data_owners))
+        if missing:
+            raise CitadelError(f"policy has no data owner key for {missing}")
         self.session = random_session()
-        self.verifier = QuoteVerifier(self.platform.backend.verifier(), allowed, nonce_ttl_s=self.start_timeout_s)
+        self.verifier = self.quote_verifier(allowed)
         self.issuer = ZeroSumMaskIssuer(self.session, self.layout, int(self.config["modulus_bits"]))
         self.on_dropout = str(self.config["on_dropout"])
         self.round_timeout_s = float(self.config["round_timeout_s"])
@@ -103,6 +113,8 @@ class AdminRole(EnclaveRole):
         self.state: RoundState | None = None
         attested = self._attest_all(set(allowed))
         self._release_keys(attested)
+        #: leaf -> sample count of its provisioned data, as its data owner declared it
+        self.provisioned = self._check_provisioning(data_owners)
 
     # -- setup -----------------------------------------------------------------------------
     def _connect_owner(self) -> None:
@@ -165,6 +177,58 @@ class AdminRole(EnclaveRole):
                 self.audit("ignored", kind=msg.kind, src=msg.src)
         self.release_held()
         return attested
+
+    def _check_provisioning(self, data_owners: dict[str, bytes]) -> dict[str, int]:
+        """Every training enclave's count from its provisioned data must match its data owner's declaration.
+
+        The first refusal (a mismatch, a bad declaration, a failed provisioning, a lost enclave) fails the
+        deployment: the model owner gets DEPLOY_FAILED with the role and the reason."""
+        pending = set(self.tree.leaves)
+        counts: dict[str, int] = {}
+        skipped: list[Message] = []
+        deadline = time.monotonic() + self.start_timeout_s
+        try:
+            while pending:
+                msg = self.next_message(max(0.0, deadline - time.monotonic()))
+                if msg is None:
+                    self._refuse_deployment(min(pending), f"no provisioning report within {self.start_timeout_s:g} s")
+                elif msg.kind == "PROVISIONED" and msg.sealed and msg.src in pending:
+                    try:
+                        counts[msg.src] = self._declared_count(msg, data_owners[msg.src])
+                    except AttestationError as exc:
+                        self._refuse_deployment(msg.src, str(exc))
+                    pending.discard(msg.src)
+                elif msg.kind == "PROVISION_FAILED" and msg.sealed and msg.src in pending:
+                    self._refuse_deployment(msg.src, str(msg.meta.get("reason")))
+                elif msg.kind == "PEER_DOWN" and msg.src == HOST and msg.meta.get("role") in pending:
+                    self._refuse_deployment(str(msg.meta["role"]), "its enclave exited before its data was provisioned")
+                elif msg.kind == "STOP":
+                    raise CitadelError("stopped while data was being provisioned")
+                else:
+                    skipped.append(msg)
+        finally:
+            self.backlog[:0] = skipped
+        self.send(OWNER, "DEPLOYED", {"counts": {str(client_of(leaf)): n for leaf, n in counts.items()}})
+        self.audit("provisioned", counts={leaf: counts[leaf] for leaf in sorted(counts)})
+        return counts
+
+    def _declared_count(self, msg: Message, verify_key: bytes) -> int:
+        """The enclave's count, if its data owner's declaration for this session says the same."""
+        client = client_of(msg.src)
+        count = msg.meta.get("num_samples")
+        if type(count) is not int or count <= 0:
+            raise AttestationError(f"{msg.src} reports {count!r} samples from its provisioned data")
+        declaration = SampleDeclaration.from_dict(msg.meta.get("declaration") or {})
+        declaration.verify(verify_key, client_id=client, session=self.session)
+        if declaration.num_samples != count:
+            raise AttestationError(f"data owner {client} declared {declaration.num_samples} samples, but the "
+                                   f"data provisioned to {msg.src} holds {count}")
+        return count
+
+    def _refuse_deployment(self, role: str, reason: str) -> NoReturn:
+        self.audit("deployment_refused", peer=role, error=reason)
+        self.send(OWNER, "DEPLOY_FAILED", {"role": role, "reason": reason})
+        raise AttestationError(f"deployment refused: {role}: {reason}")
 
     def _peers_of(self, role: str) -> list[str]:
         tree = self.tree

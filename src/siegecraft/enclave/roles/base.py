@@ -1,8 +1,8 @@
 """Machinery shared by every protocol party: channels, message intake, attestation with the admin.
 
-`Endpoint` is any party with a mailbox and secure channels (the enclave roles and the model owner);
-`EnclaveRole` adds what only a (simulated) enclave has: a platform that quotes its measurement, the
-attestation handshake with the admin, an audit log and the event loop.
+`Endpoint` is any party with a mailbox and secure channels (the enclave roles, the model owner and
+the data owners); `EnclaveRole` adds what only a (simulated) enclave has: a platform that quotes its
+measurement, the attestation handshake with the admin, an audit log and the event loop.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from siegecraft.enclave.attestation import EnclavePlatform, Quote, QuoteVerifier
+from siegecraft.enclave.attestation import Quote, QuoteVerifier, VerifierPolicy, quote_checker
 from siegecraft.enclave.channel import PeerIdentity, SecureChannel, public_bytes
-from siegecraft.enclave.errors import ChannelError, CitadelError, ReplayError
+from siegecraft.enclave.errors import AttestationError, ChannelError, CitadelError, ReplayError
+from siegecraft.enclave.quoting import EnclavePlatform
 from siegecraft.enclave.transport import Mailbox
 from siegecraft.enclave.wire import PLAINTEXT_SEQ, Envelope, pack, round_epoch, unpack
 
@@ -30,7 +31,8 @@ log = logging.getLogger("siegecraft.enclave")
 HOST = "host"
 ADMIN = "admin"
 OWNER = "owner"
-HANDSHAKE_KINDS = frozenset({"HELLO", "CHALLENGE", "EVIDENCE", "OWNER_HELLO", "ADMIN_EVIDENCE"})
+HANDSHAKE_KINDS = frozenset({"HELLO", "CHALLENGE", "EVIDENCE", "OWNER_HELLO", "ADMIN_EVIDENCE",
+                             "PROVISION_HELLO", "PROVISION_EVIDENCE", "PROVISION_REFUSED"})
 HOST_KINDS = frozenset({"PEER_DOWN", "STOP"})
 
 
@@ -222,7 +224,14 @@ class EnclaveRole(Endpoint):
                  options: dict[str, Any]) -> None:
         super().__init__(role_id, mailbox, platform.measurement)
         self.config = config
+        #: what this enclave knows of its platform: its measurement, the signer to trust, a quoting line
         self.platform = platform
+        settings = dict(config.get("attestation") or {})
+        if settings.get("backend", platform.backend) != platform.backend:
+            raise AttestationError(f"{role_id} was measured for backend {settings['backend']!r} but runs on "
+                                   f"{platform.backend!r}")
+        self.min_svn = int(settings.get("min_svn", 0))
+        self.allow_debug = bool(settings.get("allow_debug", False))
         self.options = options
         self.start_timeout_s = float(options.get("start_timeout_s", 120.0))
         self.session = b""
@@ -266,11 +275,17 @@ class EnclaveRole(Endpoint):
             self.send(ADMIN, "ALERT", {"reason": f"{self.id} rejected {env.kind} from {env.src}: {exc}"})
 
     # -- attestation -----------------------------------------------------------------------
+    def quote_verifier(self, accepted: dict[str, bytes | set[bytes]]) -> QuoteVerifier:
+        """A verifier with this enclave's measured policy: `accepted` measurements per role, the platform's
+        signer as the trust anchor, the configured minimum SVN and debug rule."""
+        policy = VerifierPolicy.build(accepted, self.platform.signer, min_svn=self.min_svn,
+                                      allow_debug=self.allow_debug, backend=self.platform.backend)
+        return QuoteVerifier(quote_checker(self.platform.backend), policy, nonce_ttl_s=self.start_timeout_s)
+
     def attest(self) -> None:
         """Mutual attestation with the admin, then the admin's key release (peer directory)."""
         admin_measurement = bytes.fromhex(self.config["admin_measurement"])
-        verifier = QuoteVerifier(self.platform.backend.verifier(), {ADMIN: admin_measurement},
-                                 nonce_ttl_s=self.start_timeout_s)
+        verifier = self.quote_verifier({ADMIN: admin_measurement})
         own_nonce = verifier.challenge(ADMIN)
         self.send_plain(ADMIN, "HELLO", {"public_key": self.identity.public_key.hex(), "nonce": own_nonce.hex()})
         msg = self.wait_for(lambda m: m.kind == "CHALLENGE" and m.src == ADMIN, self.start_timeout_s,

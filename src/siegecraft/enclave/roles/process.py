@@ -1,15 +1,17 @@
-"""Entry point of every role process (spawned; imports no torch unless the bundle's trainer does)."""
+"""Entry point of every role process (spawned by the platform, authority.py; imports no torch unless
+the bundle's trainer does)."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
 from multiprocessing.connection import Connection
 from typing import Any
 
-from siegecraft.enclave.attestation import EnclavePlatform
 from siegecraft.enclave.errors import CitadelError
+from siegecraft.enclave.quoting import EnclavePlatform
 from siegecraft.enclave.transport import Mailbox, RelayClosedError
 
 log = logging.getLogger("siegecraft.enclave")
@@ -32,12 +34,17 @@ def _role_class(kind: str) -> type:
 
 
 def role_main(kind: str, role_id: str, config: dict[str, Any], conn: Connection, platform: EnclavePlatform,
-              options: dict[str, Any]) -> None:
-    """Run one role until the host stops it; exit code 0 on a clean stop, 2 on a protocol error."""
+              options: dict[str, Any], extra_modules: tuple[str, ...] = ()) -> None:
+    """Run one role until the host stops it; exit code 0 on a clean stop, 2 on a protocol error.
+
+    `extra_modules` (test hook for altered code) are imported first: the platform measured them with
+    the role's code, so this enclave's quotes carry a measurement that honest code does not have."""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = "1"
     logging.basicConfig(level=options.get("log_level", "WARNING"),
                         format=f"%(asctime)s {role_id} %(levelname)s %(message)s")
+    for module in extra_modules:
+        importlib.import_module(module)
     mailbox = Mailbox(conn, role_id, shm_prefix=options.get("shm_prefix"),
                       bulk_threshold=int(options.get("bulk_threshold", 0)))
     role = _role_class(kind)(role_id, config, mailbox, platform, options)

@@ -1,5 +1,11 @@
 """The training enclave of one data owner: trains the model owner's code on local data, masks the update.
 
+After attesting to the admin it is attested by its data owner (provisioning.py), whose key is in its
+measured configuration, and receives the data spec and the owner's signed sample declaration over
+their channel: the data is not part of the measured configuration and never crosses the relay in the
+clear. Its trainer counts the samples it loaded from that data; the enclave reports the count with the
+declaration to the admin, which refuses the deployment if the two disagree.
+
 It receives the model owner's signed bundle over its attested channel and each round's weights as a
 broadcast (broadcast.py: the ticket arrives on the channel, the ciphertext in shared memory),
 computes (local - global) with the bundle's trainer (READY to the admin, with its sample count), then,
@@ -22,15 +28,20 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from siegecraft.enclave import broadcast
+from siegecraft.enclave.attestation import key_fingerprint
 from siegecraft.enclave.bundle import Trainer, load_trainer, verify_bundle
+from siegecraft.enclave.channel import PeerIdentity, SecureChannel
 from siegecraft.enclave.codec import FixedPointCodec
-from siegecraft.enclave.errors import BundleError, CitadelError, CodecError, MaskReuseError
+from siegecraft.enclave.errors import AttestationError, BundleError, CitadelError, CodecError, MaskReuseError
 from siegecraft.enclave.masks import MaskDomain, MaskGrant, MaskLedger
+from siegecraft.enclave.provisioning import data_owner_name, hello_message, provision_context
 from siegecraft.enclave.roles.base import ADMIN, OWNER, EnclaveRole, Message
 from siegecraft.enclave.wire import payload_buffer, payload_size, unpack
 
@@ -69,17 +80,64 @@ class TrainingRole(EnclaveRole):
         # encoded, masked and sealed in place (both are consumed before the next round needs them)
         self.ciphertext_scratch = bytearray()
         self.payload_scratch = bytearray()
+        try:
+            data, declaration = self._provision()
+        except CitadelError as exc:
+            self._fail_provisioning(f"provisioning by {data_owner_name(self.client_id)} failed: {exc}")
         msg = self.wait_for(lambda m: m.kind == "BUNDLE" and m.src == OWNER, self.start_timeout_s,
                             "the model owner's bundle")
         try:
             bundle = verify_bundle(msg.meta["signed"], bytes.fromhex(self.config["owner_verify_key"]), self.id)
-            self.trainer: Trainer = load_trainer(bundle, self.config["data"], self.client_id)
+            self.trainer: Trainer = load_trainer(bundle, data, self.client_id)
         except BundleError as exc:
             self.send(OWNER, "BUNDLE_ACK", {"error": str(exc)})
-            raise
+            self._fail_provisioning(f"the bundle was refused: {exc}")
+        # the count comes from the data the trainer loaded, not from anybody's word; the admin compares it
+        # with the data owner's declaration
         self.num_samples = int(self.trainer.num_samples)
-        self.send(OWNER, "BUNDLE_ACK", {"num_samples": self.num_samples})
+        self.send(OWNER, "BUNDLE_ACK", {"ok": True})
+        self.send(ADMIN, "PROVISIONED", {"num_samples": self.num_samples, "declaration": declaration})
         self.audit("bundle_loaded", entrypoint=bundle.entrypoint, num_samples=self.num_samples)
+
+    def _provision(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Be attested by this party's data owner, then receive its data spec and sample declaration."""
+        owner = data_owner_name(self.client_id)
+        verify_key = bytes.fromhex(self.config["data_owner_key"])
+        hello = self.wait_for(lambda m: m.kind == "PROVISION_HELLO" and m.src == owner, self.start_timeout_s,
+                              f"{owner}'s hello")
+        try:
+            their_key, nonce = bytes.fromhex(hello.meta["public_key"]), bytes.fromhex(hello.meta["nonce"])
+            Ed25519PublicKey.from_public_bytes(verify_key).verify(bytes.fromhex(hello.meta["signature"]),
+                                                                  hello_message(self.id, their_key, nonce))
+        except (InvalidSignature, KeyError, TypeError, ValueError):
+            raise AttestationError(f"the hello of {owner} is not signed by the data owner's key") from None
+        quote = self.platform.quote(self.identity.public_key, nonce)
+        self.send_plain(owner, "PROVISION_EVIDENCE", {"quote": quote.to_dict(),
+                                                      "public_key": self.identity.public_key.hex()})
+        peer = PeerIdentity(owner, their_key, key_fingerprint(verify_key))
+        self.channels[owner] = SecureChannel(self.identity, self.key, peer, provision_context(nonce))
+        self.release_held()
+        self.send(owner, "PROVISION_SESSION", {"session": self.session.hex()})
+        msg = self.wait_for(lambda m: m.src == owner and ((m.kind == "DATA" and m.sealed)
+                                                          or m.kind == "PROVISION_REFUSED"),
+                            self.start_timeout_s, f"the data of {owner}")
+        if msg.kind == "PROVISION_REFUSED":
+            raise AttestationError(f"{owner} refused this enclave's evidence: {msg.meta.get('reason')}")
+        data, declaration = msg.meta.get("data"), msg.meta.get("declaration")
+        if not isinstance(data, dict) or not isinstance(declaration, dict):
+            raise CitadelError(f"malformed DATA from {owner}")
+        self.audit("data_provisioned", owner=owner)
+        return data, declaration
+
+    def _fail_provisioning(self, reason: str) -> NoReturn:
+        """Tell the admin why this enclave has no data (it fails the deployment), then wait for STOP.
+
+        Staying up until the host stops it keeps the admin's named reason ahead of any PEER_DOWN."""
+        self.audit("provisioning_failed", error=reason)
+        self.send(ADMIN, "PROVISION_FAILED", {"reason": reason})
+        while not self.stopped:
+            self.next_message(self.tick_s)
+        raise CitadelError(f"{self.id}: {reason}")
 
     def _fault(self, stage: str, rnd: int) -> None:
         crash = self.faults.get("crash")

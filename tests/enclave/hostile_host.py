@@ -27,11 +27,12 @@ by accident (only `reorder` on the same path and `drop` break a channel, on purp
 the hook returns its deliveries, which the relay's calling thread then enqueues; frames released for
 another path can then race with that path's own reader thread.
 
-Channel model. Channels accept exactly the next sequence number of their direction, so the host can
-predict every receiver's verdict on what it delivers: accepted, replay (dropped harmlessly) or out of
-order (rejected; the channel stays broken until the missing frame arrives). `broken_paths()` lists the
-directions whose receiver can no longer accept anything - a deployment to restart - and `verdicts`
-counts the predictions, which a test can compare with the roles' audit logs.
+Channel model. A channel's receiver keeps the newest epoch (round) it accepted, the highest sequence
+number in it and the numbers it skipped: a frame of an older epoch is stale, a number already accepted a
+replay (both dropped harmlessly), a skipped number is accepted late once, and a newer epoch resets the
+window. So the host can predict every receiver's verdict on what it delivers (accepted or replay), and
+`verdicts` counts the predictions, which a test can compare with the roles' audit logs. No direction
+stays broken (the next round resynchronises it), so `broken_paths()` is always empty.
 """
 
 from __future__ import annotations
@@ -190,6 +191,7 @@ class _Frame:
     data: bytes
     due: int | None = 0  # may leave once the host has seen this many frames; None: at the round boundary
     after: str | None = None  # reorder: waits for the next frame on the "same" path or an "other" one
+    epoch: int = 0  # the channel epoch in its header
 
     @property
     def path(self) -> Path:
@@ -225,7 +227,8 @@ class HostileHost:
         self._counts: Counter[tuple[str, str, str]] = Counter()  # (kind, src, dst) seen this round
         self._bank: deque[_Frame] = deque(maxlen=self.bank_size)  # accepted frames, for replays
         self._sent: dict[Path, int] = {}  # highest sequence number seen on the path, plus one
-        self._next: dict[Path, int] = {}  # the receiver's next expected sequence number (model)
+        #: the receiver's window per direction (model): epoch, next sequence number, skipped numbers
+        self._next: dict[Path, tuple[int, int, set[int]]] = {}
 
     # -- control (test thread) -------------------------------------------------------------------
     def attach(self, relay: Any) -> None:
@@ -269,11 +272,9 @@ class HostileHost:
                        if (kind is None or k == kind) and _role_matches(src, s) and _role_matches(dst, d))
 
     def broken_paths(self) -> list[Path]:
-        """Directions whose receiver is stuck on a frame it will never get (dropped, or overtaken and
-        rejected): everything later on them is refused. Frames still held do not count as lost."""
-        with self._lock:
-            return sorted(p for p, sent in self._sent.items()
-                          if self._next.get(p, 0) < sent and not self._held.get(p))
+        """Directions whose receiver can never accept anything again: none, since every round's first
+        authentic frame resynchronises a channel (kept so callers can still ask)."""
+        return []
 
     def describe(self, last: int = 40, since: int = 0) -> str:
         """The schedule, counters and the log from entry `since` (at most its `last` entries)."""
@@ -311,8 +312,8 @@ class HostileHost:
         if seq >= 0:
             self._sent[path] = max(self._sent.get(path, 0), seq + 1)
         self._order += 1
-        frame = _Frame(self._order, self.rnd, kind, src, dst, seq, data)
         epoch = getattr(env, "epoch", None)
+        frame = _Frame(self._order, self.rnd, kind, src, dst, seq, data, epoch=int(epoch or 0))
         tag = f"r{self.rnd} #{self.frames} {frame.name()}" + (f" epoch={epoch}" if epoch is not None else "")
 
         triggered = [q[0] for p, q in self._held.items() if q and q[0].after == "other" and p != path]
@@ -331,7 +332,7 @@ class HostileHost:
         elif action == "duplicate":
             self._act("duplicate", tag)
             self._pass(frame)
-            self._pass(_Frame(frame.order, frame.rnd, kind, src, dst, seq, data))
+            self._pass(_Frame(frame.order, frame.rnd, kind, src, dst, seq, data, epoch=frame.epoch))
         elif action == "delay":
             assert decision is not None
             frame.due = None if decision.delay is None else self.frames + decision.delay
@@ -391,23 +392,28 @@ class HostileHost:
         rng = random.Random(f"{seed}/replay/{kind}/{index}")
         same = [f for f in older if f.kind == kind]
         pick = rng.choice(same or older)
-        verdict = self._deliver(_Frame(pick.order, pick.rnd, pick.kind, pick.src, pick.dst, pick.seq, pick.data),
-                                bank=False)
+        verdict = self._deliver(_Frame(pick.order, pick.rnd, pick.kind, pick.src, pick.dst, pick.seq, pick.data,
+                                       epoch=pick.epoch), bank=False)
         self.replays.append((self.rnd, pick.rnd, pick.dst, pick.src, pick.kind, pick.seq, verdict))
         self._act("replay", f"{tag}: injected round {pick.rnd}'s {pick.name()} (expected: {verdict})")
 
     def _deliver(self, frame: _Frame, *, bank: bool = True) -> str:
         verdict = "plaintext"
         if frame.seq >= 0:
-            expected = self._next.get(frame.path, 0)
-            if frame.seq == expected:
-                self._next[frame.path] = expected + 1
-                verdict = "accepted"
+            epoch, expected, missing = self._next.get(frame.path, (0, 0, set()))
+            if frame.epoch > epoch:
+                epoch, expected, missing = frame.epoch, 0, set()
+            if frame.epoch < epoch or (frame.seq < expected and frame.seq not in missing):
+                verdict = "replay"
             else:
-                verdict = "replay" if frame.seq < expected else "out-of-order"
+                verdict = "accepted"
+                if frame.seq in missing:
+                    missing.discard(frame.seq)
+                else:
+                    missing.update(range(expected, frame.seq))
+                    expected = frame.seq + 1
+            self._next[frame.path] = (epoch, expected, missing)
             self.verdicts[frame.dst, frame.src, frame.kind, verdict] += 1
-            if verdict == "out-of-order":
-                self._note(f"r{self.rnd} {frame.name()} delivered out of order (receiver expects {expected})")
             if bank and verdict == "accepted" and self.rnd is not None:
                 self._bank.append(frame)
         self._emit(frame.dst, frame.data)

@@ -5,16 +5,12 @@ the plaintext weighted mean of exactly those survivors (within the codec bound),
 a reason. The model owner never receives two RESULTs for one round (two attempts of the same round differ
 by the updates of the parties between them: their weighted difference is those parties' updates).
 
-The model owner's record of RESULTs is `ModelOwner.results` (round -> one entry per RESULT it accepted
-from the root) with `ModelOwner.drain(seconds)` to keep reading its mailbox between rounds. Until the
-model owner has them, the tests fail with AttributeError; setting CITADEL_OWNER_RESULTS_SHIM=1 installs an
-equivalent observer instead (it records every authenticated RESULT the owner's endpoint reads), so the
-harness can run against a model owner without that API.
+The model owner's record of RESULTs is `ModelOwner.results` (round -> the attempt of every RESULT it
+accepted from the root) with `ModelOwner.drain(seconds)` to keep reading its mailbox between rounds.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -28,33 +24,7 @@ from siegecraft.enclave.workloads import synthetic_update
 
 from .synthetic import global_weights, mean_error_bound, plaintext_mean
 
-SHIM_ENV = "CITADEL_OWNER_RESULTS_SHIM"
-RELEASE_EVENTS = ("unmasked", "released")  # root audit events that mean an attempt's total left the root
-
-
-# -- the model owner's RESULT record ---------------------------------------------------------------
-def ensure_results_api(owner: Any) -> None:
-    """Leave a model owner with `results` and `drain` alone; otherwise install the observer if asked to."""
-    if hasattr(owner, "results") and hasattr(owner, "drain"):
-        return
-    if os.environ.get(SHIM_ENV) != "1":
-        return  # the test then fails with AttributeError: the model owner lacks the API
-    owner.results = {}
-    read = owner.next_message
-
-    def next_message(timeout: float | None) -> Any:
-        msg = read(timeout)
-        if msg is not None and msg.kind == "RESULT" and msg.src == "root" and msg.sealed:
-            owner.results.setdefault(int(msg.meta["rnd"]), []).append(msg)
-        return msg
-
-    def drain(seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            next_message(min(left, 0.1))
-
-    owner.next_message = next_message
-    owner.drain = drain
+RELEASE_EVENTS = ("released",)  # the root's audit event for an attempt's total leaving it
 
 
 def entry_attempt(entry: Any) -> int | None:
@@ -245,7 +215,7 @@ def replay_problems(records: list[dict[str, Any]], verdicts: dict[tuple[str, str
     the receiver's audit log (roles with an audit log: all but the model owner)."""
     refused: dict[tuple[str, str, str], int] = {}
     for rec in records:
-        if rec.get("event") == "rejected" and "replay" in str(rec.get("error", "")):
+        if rec.get("event") == "dropped_replay":
             key = (str(rec.get("role")), str(rec.get("src")), str(rec.get("kind")))
             refused[key] = refused.get(key, 0) + 1
     problems = []

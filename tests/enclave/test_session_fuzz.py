@@ -13,15 +13,13 @@ A deployment serves many schedules: it warms up with an untouched round, then ea
 round; the host releases what it held at the boundary after a drain longer than the admin's deadlines,
 and the next round is sometimes run untouched. A new deployment (4-6 parties, fanout 2-3, drawn from
 the seed of its first schedule) starts every PER_DEPLOYMENT schedules, and whenever the host broke a
-channel (channels fail closed: a dropped or overtaken frame ends the deployment), a round hung or a
-role exited.
+channel by its own model of the channels (conservative: the channels now resynchronise every round), a
+round hung or a role exited.
 
 Replay a failing schedule on a fresh deployment with the line the failure message gives:
     CITADEL_FUZZ_REPLAY=<seed>:<parties>:<fanout>[,...] pytest tests/enclave/test_session_fuzz.py -k replay -s
 A schedule's frame decisions depend only on its seed and the frames' headers, so a replay repeats them;
 what the roles do in between depends on timing (timeouts), so an outcome can differ between runs.
-(Without `ModelOwner.results`/`drain` the tests fail with AttributeError; CITADEL_OWNER_RESULTS_SHIM=1
-stands in for them, see round_oracle.py.)
 """
 
 from __future__ import annotations
@@ -42,7 +40,6 @@ from .hostile_host import HostileHost, Schedule
 from .round_oracle import (
     RoundRun,
     audit_problems,
-    ensure_results_api,
     outcome_problems,
     replay_problems,
     results_for,
@@ -135,7 +132,6 @@ class Deployment:
         self.host.attach(self.session.relay)
         self.session.start()
         self.owner = self.session.owner
-        ensure_results_api(self.owner)
         self.rnd = 0
         self.schedules = 0
         self.round_seed: dict[int, int] = {}

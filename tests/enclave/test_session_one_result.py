@@ -11,8 +11,6 @@ Checked: at most one RESULT of the round reaches the model owner (`ModelOwner.re
 root's audit log shows at most one attempt unmasked or released per round; no role logs a round that
 delivered a result as aborted because it was superseded; and once the host stops, the next round
 aggregates every party. Two release points: right after the admin remasks, and long after its deadlines.
-(Without `ModelOwner.results`/`drain` the test fails with AttributeError; CITADEL_OWNER_RESULTS_SHIM=1
-stands in for them, see round_oracle.py.)
 """
 
 from __future__ import annotations
@@ -28,7 +26,6 @@ from .hostile_host import HostileHost, Schedule, Target
 from .round_oracle import (
     RoundRun,
     audit_problems,
-    ensure_results_api,
     outcome_problems,
     results_for,
     results_problems,
@@ -53,7 +50,6 @@ def test_withheld_notices_cannot_make_the_root_release_two_attempts(tmp_path: Pa
     delivered: set[int] = set()
     with session:
         owner = session.owner
-        ensure_results_api(owner)
 
         host.next_round(1)  # untouched
         first = run_bounded(session, 1, clients, BOUND_S)

@@ -227,7 +227,8 @@ class TrainingRole(EnclaveRole):
                 delta = (delta * (self.max_update_norm / norm)).astype(delta.dtype, copy=False)
                 clipped = 1
                 self.audit("update_clipped", rnd=rnd, factor=self.max_update_norm / norm)
-        beyond = int(np.count_nonzero(np.abs(delta) > self.codec.clip))
+        clip = self.codec.clip  # two reductions without temporaries; counted only when something exceeds
+        beyond = int(np.count_nonzero(np.abs(delta) > clip)) if max(delta.max(), -delta.min()) > clip else 0
         return PendingUpdate(rnd, delta, stats={"norm_clipped": clipped, "codec_clipped": beyond})
 
     def _mask(self, msg: Message) -> None:

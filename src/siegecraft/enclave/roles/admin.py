@@ -269,7 +269,11 @@ class AdminRole(EnclaveRole):
         elif self.state is None or not msg.sealed or int(msg.meta.get("rnd", -1)) != self.state.rnd:
             self.audit("ignored", kind=msg.kind, src=msg.src)
         elif msg.kind == "READY" and msg.src in self.state.planned and self.state.phase == "train":
-            if msg.meta.get("ok"):
+            declared = self.provisioned.get(msg.src)
+            if msg.meta.get("ok") and int(msg.meta["num_samples"]) != declared:  # weights use the declared count
+                self.state.failed[msg.src] = (f"{msg.src} reported {msg.meta['num_samples']} samples, its data owner "
+                                              f"declared {declared}")
+            elif msg.meta.get("ok"):
                 self.state.ready[msg.src] = int(msg.meta["num_samples"])
             else:
                 self.state.failed[msg.src] = str(msg.meta.get("reason", "no update"))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from siegecraft.enclave import CodeBundle, FixedPointCodec, PartySpec, SessionConfig
+from siegecraft.enclave.wire import Envelope, pack, unpack
 from siegecraft.enclave.workloads import SYNTHETIC_ENTRYPOINT, synthetic_update
 
 LAYOUT = [1_200, 300, 500]
@@ -55,6 +57,19 @@ def plaintext_mean(cfg: SessionConfig, clients: list[int], rnd: int, weights: np
 def mean_error_bound(codec: FixedPointCodec, n_parties: int) -> float:
     """Documented bound on the decoded mean (the weights sum to one, so the sum is the mean): n * 0.5/scale."""
     return codec.error_bound(n_parties) + 1e-12
+
+
+def swap_public_key(kind: str, src: str, key: bytes) -> Callable[[Envelope, bytes], list[bytes]]:
+    """A host hook that replaces the public key in `src`'s plaintext `kind` handshake message with `key`."""
+
+    def swap(env: Envelope, data: bytes) -> list[bytes]:
+        if env.kind == kind and env.src == src:
+            meta, _ = unpack(Envelope.from_bytes(data).body)
+            meta["public_key"] = key.hex()
+            return [Envelope(env.kind, env.src, env.dst, env.seq, pack(meta)).to_bytes()]
+        return [data]
+
+    return swap
 
 
 def read_audit(audit_dir: Path) -> list[dict[str, Any]]:

@@ -11,9 +11,9 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from siegecraft.enclave import AttestationError, CitadelSession, RoundAbortedError
 from siegecraft.enclave.channel import public_bytes
 from siegecraft.enclave.measurement import measure
-from siegecraft.enclave.wire import Envelope, pack, unpack
+from siegecraft.enclave.wire import Envelope
 
-from .synthetic import config, global_weights, mean_error_bound, plaintext_mean, read_audit
+from .synthetic import config, global_weights, mean_error_bound, plaintext_mean, read_audit, swap_public_key
 
 
 def test_enclave_with_altered_code_gets_no_keys() -> None:
@@ -30,15 +30,7 @@ def test_enclave_with_altered_code_gets_no_keys() -> None:
 
 
 def test_swapped_key_in_the_hello_is_caught_by_key_binding() -> None:
-    host_key = public_bytes(X25519PrivateKey.generate())
-
-    def swap_key(env: Envelope, data: bytes) -> list[bytes]:
-        if env.kind == "HELLO" and env.src == "te-0":
-            meta, _ = unpack(Envelope.from_bytes(data).body)
-            meta["public_key"] = host_key.hex()
-            return [Envelope(env.kind, env.src, env.dst, env.seq, pack(meta)).to_bytes()]
-        return [data]
-
+    swap_key = swap_public_key("HELLO", "te-0", public_bytes(X25519PrivateKey.generate()))
     session = CitadelSession(config(2, start_timeout_s=20.0), tamper=swap_key)
     with pytest.raises(AttestationError, match="key binding failed for 'te-0'"):
         session.start()

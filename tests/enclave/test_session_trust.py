@@ -33,7 +33,7 @@ from siegecraft.enclave.measurement import SECURITY_VERSION
 from siegecraft.enclave.relay import TranscriptEntry
 from siegecraft.enclave.wire import Envelope, pack, unpack
 
-from .synthetic import config, global_weights, mean_error_bound, plaintext_mean
+from .synthetic import config, global_weights, mean_error_bound, plaintext_mean, swap_public_key
 
 MARKER = "provisioned-only-9917"
 
@@ -197,15 +197,7 @@ def test_a_data_owner_declaring_more_samples_than_it_holds_refuses_the_deploymen
 def test_a_data_owner_refuses_evidence_the_host_altered() -> None:
     """The host swaps the key in te-1's evidence for its own: the data owner's key binding fails, it sends
     no data, and the deployment fails naming the owner and the reason."""
-    host_key = public_bytes(X25519PrivateKey.generate())
-
-    def swap(env: Envelope, data: bytes) -> list[bytes]:
-        if env.kind == "PROVISION_EVIDENCE" and env.src == "te-1":
-            meta, _ = unpack(Envelope.from_bytes(data).body)
-            meta["public_key"] = host_key.hex()
-            return [Envelope(env.kind, env.src, env.dst, env.seq, pack(meta)).to_bytes()]
-        return [data]
-
+    swap = swap_public_key("PROVISION_EVIDENCE", "te-1", public_bytes(X25519PrivateKey.generate()))
     session = CitadelSession(config(2, start_timeout_s=20.0, record_transcript=True), tamper=swap)
     with pytest.raises(AttestationError, match="refused the deployment: te-1: provisioning by do-1 failed: do-1 "
                                                "refused this enclave's evidence: key binding failed for 'te-1'"):

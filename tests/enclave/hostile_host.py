@@ -53,12 +53,13 @@ FLOW_KINDS: dict[tuple[str, str], tuple[str, ...]] = {
     ("te", "admin"): ("READY", "SUBMITTED"),
     ("admin", "te"): ("MASK",),
     ("admin", "agg"): ("EXPECT",),
-    ("admin", "root"): ("EXPECT",),
+    ("admin", "root"): ("EXPECT", "COMMIT"),
+    ("admin", "owner"): ("PLANNED", "COMMITTED"),
     ("te", "agg"): ("MASKED",),
     ("agg", "agg"): ("PARTIAL",),
     ("agg", "root"): ("PARTIAL",),
     ("root", "owner"): ("RESULT",),
-    ("root", "admin"): ("AGGREGATED",),
+    ("root", "admin"): ("SUMMED",),
 }
 FAILURE_KINDS: dict[tuple[str, str], tuple[str, ...]] = {
     ("admin", "owner"): ("ABORT",),

@@ -53,11 +53,11 @@ def test_held_frames_keep_their_path_order_and_leave_at_the_boundary() -> None:
     wire.send("SUBMITTED", "te-1", "admin")
     wire.send("ALERT", "te-1", "admin")  # not targeted, but queued behind the held frame on its path
     wire.send("SUBMITTED", "te-2", "admin")
-    wire.send("AGGREGATED", "root", "admin")
+    wire.send("SUMMED", "root", "admin")
     assert names(relay) == ["READY te-1>admin 0", "SUBMITTED te-2>admin 0"]
     assert host.held() == 3 and host.count("SUBMITTED", "te", "admin") == 2
     host.next_round(2)
-    assert names(relay)[2:] == ["SUBMITTED te-1>admin 1", "ALERT te-1>admin 2", "AGGREGATED root>admin 0"]
+    assert names(relay)[2:] == ["SUBMITTED te-1>admin 1", "ALERT te-1>admin 2", "SUMMED root>admin 0"]
     assert host.broken_paths() == [] and host.verdicts["admin", "te-1", "ALERT", "accepted"] == 1
     wire.send("READY", "te-1", "admin")  # round 2 is untouched
     assert names(relay)[-1] == "READY te-1>admin 3" and host.held() == 0

@@ -105,3 +105,16 @@ def test_a_live_flood_from_an_unknown_sender_is_dropped_counted_and_harmless(tmp
     assert totals[0]["bytes"] > 2_000 * 64
     assert not [r for r in read_audit(tmp_path) if r["event"] in ("rejected", "fatal")]
     assert np.isfinite(result.mean).all()
+
+
+def test_plaintext_from_a_stranger_is_dropped_but_from_a_peer_is_a_rejection() -> None:
+    """Garbage from nobody costs a counter; a peer's message in the clear is a protocol violation."""
+    ep = endpoint()
+    ep.channels["admin"] = object()  # type: ignore[assignment]  # a peer with an open channel
+    rejected: list[str] = []
+    ep.on_rejected = lambda env, exc: rejected.append(env.src)  # type: ignore[method-assign]
+    ep.end_setup()
+    assert ep.accept(Envelope("MASK", "evil", "te-0", PLAINTEXT_SEQ, pack({"rnd": 1}))) is None
+    assert ep.dropped_unknown["count"] == 1 and rejected == []
+    assert ep.accept(Envelope("MASK", "admin", "te-0", PLAINTEXT_SEQ, pack({"rnd": 1}))) is None
+    assert rejected == ["admin"] and ep.dropped_unknown["count"] == 1

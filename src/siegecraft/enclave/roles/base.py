@@ -140,9 +140,9 @@ class Endpoint:
         if not env.sealed:
             host_notice = env.kind in HOST_KINDS and env.src == HOST
             if not host_notice and not (self.setting_up and env.kind in HANDSHAKE_KINDS):
-                if env.kind in HANDSHAKE_KINDS:
-                    self.drop_unknown(env, "handshake after set-up")
-                else:
+                if env.kind in HANDSHAKE_KINDS or env.src not in self.channels:  # nobody we talk to
+                    self.drop_unknown(env, f"plaintext {env.kind} outside the set-up")
+                else:  # a peer's message in the clear is a protocol violation
                     self.on_rejected(env, ChannelError(f"plaintext {env.kind!r} from {env.src!r} refused"))
                 return None
             try:

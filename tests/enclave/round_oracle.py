@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from siegecraft.enclave import CitadelSession, RoundAbortedError
+from siegecraft.enclave.roles.base import Message
 from siegecraft.enclave.workloads import synthetic_update
 
 from .synthetic import global_weights, mean_error_bound, plaintext_mean
@@ -27,33 +28,33 @@ from .synthetic import global_weights, mean_error_bound, plaintext_mean
 RELEASE_EVENTS = ("released",)  # the root's audit event for an attempt's total leaving it
 
 
-def entry_attempt(entry: Any) -> int | None:
-    if isinstance(entry, int | np.integer):
-        return int(entry)
-    meta = getattr(entry, "meta", None)
-    if isinstance(meta, dict) and "attempt" in meta:
-        return int(meta["attempt"])
-    if isinstance(entry, dict) and "attempt" in entry:
-        return int(entry["attempt"])
-    value = getattr(entry, "attempt", None)
-    return None if value is None else int(value)
+def record_results(owner: Any) -> None:
+    """Keep every RESULT message the model owner accepts, mean included, as `owner.result_messages`
+    (its own `results` keeps only the attempts, so that it does not hold a model per round)."""
+    owner.result_messages = {}
+    record = owner._record
+
+    def _record(msg: Message) -> None:
+        record(msg)
+        if msg.kind == "RESULT" and msg.src == "root":
+            owner.result_messages.setdefault(int(msg.meta["rnd"]), []).append(msg)
+
+    owner._record = _record
 
 
-def entry_mean_and_survivors(entry: Any) -> tuple[np.ndarray, list[int]] | None:
-    """The mean and survivors a RESULT entry carries, if it carries them (Message, AggregateResult or dict)."""
-    meta, arrays = getattr(entry, "meta", None), getattr(entry, "arrays", None)
-    if isinstance(meta, dict) and isinstance(arrays, dict) and "mean" in arrays and "counts" in meta:
-        return np.asarray(arrays["mean"], dtype=np.float64), sorted(int(c) for c in meta["counts"])
-    if isinstance(entry, dict) and "mean" in entry and ("survivors" in entry or "counts" in entry):
-        survivors = entry.get("survivors", entry.get("counts"))
-        return np.asarray(entry["mean"], dtype=np.float64), sorted(int(c) for c in survivors)
-    if hasattr(entry, "mean") and hasattr(entry, "survivors"):
-        return np.asarray(entry.mean, dtype=np.float64), sorted(int(c) for c in entry.survivors)
-    return None
+def results_for(owner: Any, rnd: int) -> list[Message]:
+    """The RESULTs of round `rnd` the model owner accepted (its own record and ours agree)."""
+    messages = list(owner.result_messages.get(rnd, []))
+    assert [int(m.meta["attempt"]) for m in messages] == owner.results.get(rnd, []), "owner.results disagrees"
+    return messages
 
 
-def results_for(owner: Any, rnd: int) -> list[Any]:
-    return list(owner.results.get(rnd, []))
+def entry_attempt(entry: Message) -> int:
+    return int(entry.meta["attempt"])
+
+
+def entry_mean_and_survivors(entry: Message) -> tuple[np.ndarray, list[int]]:
+    return np.asarray(entry.arrays["mean"], dtype=np.float64), sorted(int(c) for c in entry.meta["counts"])
 
 
 # -- running a round with a bound ------------------------------------------------------------------
@@ -156,11 +157,9 @@ def results_problems(cfg: Any, owner: Any, rnd: int, planned: list[int]) -> list
     entries = results_for(owner, rnd)
     problems = []
     for entry in entries:
-        carried = entry_mean_and_survivors(entry)
-        if carried is not None:
-            problem = mean_problem(cfg, rnd, carried[0], carried[1], planned)
-            if problem:
-                problems.append(f"round {rnd}: RESULT of attempt {entry_attempt(entry)}: {problem}")
+        problem = mean_problem(cfg, rnd, *entry_mean_and_survivors(entry), planned)
+        if problem:
+            problems.append(f"round {rnd}: RESULT of attempt {entry_attempt(entry)}: {problem}")
     if len(entries) > 1:
         attempts = [entry_attempt(e) for e in entries]
         problems.append(f"round {rnd}: the model owner received {len(entries)} RESULTs (attempts {attempts})"
@@ -168,12 +167,9 @@ def results_problems(cfg: Any, owner: Any, rnd: int, planned: list[int]) -> list
     return problems
 
 
-def leak_note(cfg: Any, rnd: int, entries: list[Any]) -> str:
+def leak_note(cfg: Any, rnd: int, entries: list[Message]) -> str:
     """If two RESULTs differ by exactly one party, show that their weighted difference is its update."""
-    carried = [entry_mean_and_survivors(e) for e in entries]
-    if len(carried) < 2 or carried[0] is None or carried[1] is None:
-        return ""
-    (m0, s0), (m1, s1) = carried[0], carried[1]
+    (m0, s0), (m1, s1) = entry_mean_and_survivors(entries[0]), entry_mean_and_survivors(entries[1])
     if len(s0) < len(s1):
         (m0, s0), (m1, s1) = (m1, s1), (m0, s0)
     gone = sorted(set(s0) - set(s1))

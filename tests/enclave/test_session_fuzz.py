@@ -41,6 +41,7 @@ from .round_oracle import (
     RoundRun,
     audit_problems,
     outcome_problems,
+    record_results,
     replay_problems,
     results_for,
     results_problems,
@@ -132,6 +133,7 @@ class Deployment:
         self.host.attach(self.session.relay)
         self.session.start()
         self.owner = self.session.owner
+        record_results(self.owner)
         self.rnd = 0
         self.schedules = 0
         self.round_seed: dict[int, int] = {}

@@ -27,6 +27,7 @@ from .round_oracle import (
     RoundRun,
     audit_problems,
     outcome_problems,
+    record_results,
     results_for,
     results_problems,
     run_bounded,
@@ -50,6 +51,7 @@ def test_withheld_notices_cannot_make_the_root_release_two_attempts(tmp_path: Pa
     delivered: set[int] = set()
     with session:
         owner = session.owner
+        record_results(owner)
 
         host.next_round(1)  # untouched
         first = run_bounded(session, 1, clients, BOUND_S)

@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP) data
 
 data: $(STAMP)
-	$(BIN)/python -m siegecraft.data.setup_system
+	$(BIN)/python -m siegecraft.core.data.setup_system
 
 run: setup
 	$(BIN)/siegecraft run experiments/quickstart.toml

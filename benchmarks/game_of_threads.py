@@ -4,7 +4,7 @@
    bare re-statement of PyTorch's Hogwild example (share_memory, fork N processes, each with its own
    shuffle, SGD and 1 torch thread) on the same model and in-memory data, interleaved in one process;
    medians of samples/s over the fork-to-join span (and end to end, setup included).
-2. Attack curves under `os-signals` (real processes, real SIGSTOP/SIGCONT): accuracy drop and target-label
+2. Attack curves under `os_signals` (real processes, real SIGSTOP/SIGCONT): accuracy drop and target-label
    prediction rate on the validation set against Variant 1's bias and Variant 2's N held updates and S
    stages. Held batches come from conditioned data orders; `natural_probability` is how often a natural
    batch of that size is at least that biased (binomial tail), i.e. what waiting for one costs.
@@ -31,11 +31,14 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from siegecraft.attacks.game_of_threads import GameOfThreadsConfig
-from siegecraft.data import ImageDataset, load_dataset
-from siegecraft.hogwild import HogwildConfig, HogwildTrainer, binomial_tail
-from siegecraft.hogwild.optimizer import warm_up_optimizer
-from siegecraft.hogwild.runner import train_hogwild
-from siegecraft.models import SiegeModel, build_model
+from siegecraft.core.data.image_dataset import ImageDataset
+from siegecraft.core.data.datasets import load_dataset
+from siegecraft.engines.hogwild.config import HogwildConfig
+from siegecraft.engines.hogwild.data_order import binomial_tail
+from siegecraft.engines.hogwild.trainer import HogwildTrainer
+from siegecraft.engines.hogwild.optimizer import warm_up_optimizer
+from siegecraft.engines.hogwild.runner import train_hogwild
+from siegecraft.core.models import SiegeModel, build_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
 OUT = RESULTS / "game_of_threads.json"
@@ -140,7 +143,7 @@ class Bench:
         self.train, self.val, self.args = train, val, args
         self.cfg = HogwildConfig(
             workers=4, epochs=1, lr=args.lr, momentum=0.9, batch_size=args.batch, lr_milestones=[0.5, 0.75],
-            lr_gamma=0.1, scheduler="os-signals", eval_every_s=2.0, timeout_s=900,
+            lr_gamma=0.1, scheduler="os_signals", eval_every_s=2.0, timeout_s=900,
         )
         self.target = args.target
         self.p_target = float((train.y == self.target).float().mean())
@@ -296,7 +299,7 @@ def main() -> None:
               "variant2_natural_probability_per_batch": bench.natural(args.v2_bias),
               "unattacked": {"accuracy": baseline["accuracy"], "target_rate": baseline["target_rate"]}}
 
-    defense_names = ["shared-optimizer", "bounded-staleness", "staleness-aware-lr", "update-norm-filter"]
+    defense_names = ["shared_optimizer", "bounded_staleness", "staleness_aware_lr", "update_norm_filter"]
     v2_defended = bench.attack(2, args.v2_bias, max(args.n_held), 1)
     defenses: dict[str, Any] = {}
     for name in defense_names:
@@ -312,16 +315,16 @@ def main() -> None:
             f"label {args.other_target}: variant 2 N={max(args.n_held)} S=1",
             bench.attack(2, args.v2_bias, max(args.n_held), 1, target=args.other_target)),
     }
-    extra = bench.run(f"bounded-staleness: variant 2 N={max(args.n_held)} S={max(args.stages)}",
-                      bench.attack(2, args.v2_bias, max(args.n_held), max(args.stages)), ("bounded-staleness",))
-    defenses["bounded-staleness"]["variant2_multi_stage"] = extra
+    extra = bench.run(f"bounded_staleness: variant 2 N={max(args.n_held)} S={max(args.stages)}",
+                      bench.attack(2, args.v2_bias, max(args.n_held), max(args.stages)), ("bounded_staleness",))
+    defenses["bounded_staleness"]["variant2_multi_stage"] = extra
 
     all_points = v1 + v2
     best_rate = max(all_points, key=lambda p: p["target_rate"])
     best_drop = max(all_points, key=lambda p: p["drop_points_in_run"] or 0)
     rate_ok = sorted((p for p in v2 if p["target_rate"] >= 0.40), key=lambda p: (p["n_held"], p["stages"]))
     drop_ok = sorted((p for p in v2 if (p["drop_points_in_run"] or 0) >= 30), key=lambda p: (p["n_held"], p["stages"]))
-    v1_shared = defenses["shared-optimizer"]["variant1"]
+    v1_shared = defenses["shared_optimizer"]["variant1"]
     result.update(
         max_target_rate=best_rate["target_rate"],
         max_target_rate_at={k: best_rate.get(k) for k in ("bias", "n_held", "stages")},
@@ -331,7 +334,7 @@ def main() -> None:
             {"n_held": rate_ok[0]["n_held"], "stages": rate_ok[0]["stages"]} if rate_ok else None),
         smallest_n_for_drop_30=({"n_held": drop_ok[0]["n_held"], "stages": drop_ok[0]["stages"]} if drop_ok else None),
         v1_defended_points=abs(v1_shared["degradation_points"] or 0.0),
-        v2_defended_target_rate=defenses["bounded-staleness"]["variant2"]["target_rate"],
+        v2_defended_target_rate=defenses["bounded_staleness"]["variant2"]["target_rate"],
         v1_undefended_points=max((p["drop_points_in_run"] or 0) for p in v1),
         v2_undefended_target_rate=next((p["target_rate"] for p in v2 if p["n_held"] == max(args.n_held)
                                         and p["stages"] == 1), None),

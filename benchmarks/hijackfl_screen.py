@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 # torch and the model zoo only, so the screen also runs where the package is not installed (a GPU machine)
-from siegecraft.models import build_model, load_flat_params
+from siegecraft.core.models import build_model, load_flat_params
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 VALIDATION_PER_CLASS = 100  # held out of each class's training digits to score settings on
@@ -75,8 +75,8 @@ STAGES: dict[str, list[tuple[str, dict[str, Any]]]] = {
 def export(run_dirs: list[Path], out: Path) -> None:
     """What the screen needs from each HijackFL run directory, in one torch file."""
     from siegecraft.attacks.hijackfl.adapter import load_hijack_data
-    from siegecraft.config import build_experiment
-    from siegecraft.workload import build_workload
+    from siegecraft.drivers.experiment import build_experiment
+    from siegecraft.core.workload import build_workload
 
     feds = {}
     for run in run_dirs:

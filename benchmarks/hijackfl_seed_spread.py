@@ -62,9 +62,9 @@ def run_one(job: tuple[str, int, bool, str, dict[str, Any]]) -> dict[str, Any]:
     own process."""
     import torch
 
-    from siegecraft.config import build_experiment
-    from siegecraft.matrix import defense_section
-    from siegecraft.runner import run_experiment
+    from siegecraft.drivers.experiment import build_experiment
+    from siegecraft.drivers.matrix import defense_section
+    from siegecraft.drivers.runner import run_experiment
 
     torch.set_num_threads(1)
     defense, seed, quick, out, options = job

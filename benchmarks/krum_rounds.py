@@ -34,9 +34,9 @@ def run_cell(job: tuple[str, str, dict[str, Any], str]) -> dict[str, Any]:
     """One (attack, defense) run of `raw`, in its own process; its accuracy after every round."""
     import torch
 
-    from siegecraft.config import build_experiment
-    from siegecraft.matrix import plan_matrix
-    from siegecraft.runner import run_experiment
+    from siegecraft.drivers.experiment import build_experiment
+    from siegecraft.drivers.matrix import plan_matrix
+    from siegecraft.drivers.runner import run_experiment
 
     torch.set_num_threads(1)
     attack, defense, raw, out = job

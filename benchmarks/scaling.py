@@ -129,9 +129,9 @@ class TreeMonitor:
 
 # -- one measurement -------------------------------------------------------------------------------
 def measure(executor: str, clients: int) -> dict[str, Any]:
-    from siegecraft.config import build_experiment
-    from siegecraft.models import build_model, num_params
-    from siegecraft.runner import run_experiment
+    from siegecraft.drivers.experiment import build_experiment
+    from siegecraft.core.models import build_model, num_params
+    from siegecraft.drivers.runner import run_experiment
 
     exp = build_experiment(config(executor, clients))
     model_bytes = 4 * num_params(build_model("cnn", in_channels=1, num_classes=10, image_size=28))

@@ -76,9 +76,9 @@ _WORKER: dict[str, Any] = {}
 
 def _train_one(model: Any, data: Any, cfg: Any, seed: int, rnd: int, client: int, weights: Any) -> Any:
     """The same training function every path uses: local_train from the global weights, return the delta."""
-    from siegecraft.federated.sampling import client_seed
-    from siegecraft.models import flat_params, load_flat_params
-    from siegecraft.train import local_train
+    from siegecraft.engines.federated.sampling import client_seed
+    from siegecraft.core.models import flat_params, load_flat_params
+    from siegecraft.core.training import local_train
 
     load_flat_params(model, weights)
     local_train(model, data, cfg, seed=client_seed(seed, rnd, client))
@@ -103,9 +103,9 @@ def plain_inline_round(model: Any, train: Any, parts: list[np.ndarray], cfg: Any
 def _pool_init(parts: list[np.ndarray], seed: int) -> None:
     import torch
 
-    from siegecraft.data import load_dataset
-    from siegecraft.models import build_model
-    from siegecraft.train import TrainConfig
+    from siegecraft.core.data.datasets import load_dataset
+    from siegecraft.core.models import build_model
+    from siegecraft.core.training import TrainConfig
 
     torch.set_num_threads(1)
     train = load_dataset("fashion_mnist", "train")
@@ -140,10 +140,11 @@ def end_to_end(parties: int, rounds: int, part_size: int, seed: int) -> dict[str
 
     import torch
 
-    from siegecraft.data import load_dataset
-    from siegecraft.enclave import CitadelRuntime, CitadelSpec, FixedPointCodec
-    from siegecraft.models import build_model, flat_params
-    from siegecraft.train import TrainConfig
+    from siegecraft.core.data.datasets import load_dataset
+    from siegecraft.enclave import FixedPointCodec
+    from siegecraft.enclave.deployment import CitadelRuntime, CitadelSpec
+    from siegecraft.core.models import build_model, flat_params
+    from siegecraft.core.training import TrainConfig
 
     torch.set_num_threads(1)  # the kernels the enclaves use, so all three paths compute the same numbers
     train = load_dataset("fashion_mnist", "train")
@@ -251,7 +252,7 @@ WIDE_CODEC = {"clip": 8.0, "scale_bits": 40, "modulus_bits": 64}
 
 def ours_secure_round(parties: int, dim: int, rounds: int, codec: dict[str, Any] | None = None) -> dict[str, Any]:
     from siegecraft.enclave import CitadelSession, CodeBundle, FixedPointCodec, PartySpec, SessionConfig
-    from siegecraft.enclave.workloads import SYNTHETIC_ENTRYPOINT
+    from siegecraft.enclave.synthetic_workload import SYNTHETIC_ENTRYPOINT
 
     specs = [PartySpec(i, {"seed": i, "num_samples": 10, "amplitude": 0.5}) for i in range(parties)]
     cfg = SessionConfig(specs, CodeBundle(SYNTHETIC_ENTRYPOINT, {}), [dim], fanout=10, start_timeout_s=600.0,
@@ -293,7 +294,7 @@ def dropout_schedule(planned: int, pairs: int) -> tuple[list[tuple[int, str, lis
 
 def dropout_rounds(planned: int, dim: int, pairs: int) -> dict[str, Any]:
     from siegecraft.enclave import CitadelSession, CodeBundle, FixedPointCodec, PartySpec, SessionConfig
-    from siegecraft.enclave.workloads import SYNTHETIC_ENTRYPOINT, synthetic_update
+    from siegecraft.enclave.synthetic_workload import SYNTHETIC_ENTRYPOINT, synthetic_update
 
     schedule, total = dropout_schedule(planned, pairs)
     crash = {victim: rnd for rnd, _, _, victim in schedule if victim is not None}

@@ -1,4 +1,4 @@
-"""SMLT benchmark: scatter-reduce vs a central aggregator, and the Bayesian scheduler vs exhaustive search.
+"""SMLT benchmark: scatter-reduce vs a central aggregator, and the Bayesian planner vs exhaustive search.
 
 Run: .venv/bin/python benchmarks/serverless.py [--quick]   (writes benchmarks/results/serverless.json)
 
@@ -7,7 +7,7 @@ Run: .venv/bin/python benchmarks/serverless.py [--quick]   (writes benchmarks/re
    emulated per-function network link (Lambda-like 75 MB/s) and with raw loopback.
 2. Calibration (measured): gradient time per batch at several memory tiers, store latency and throughput
    from inside a function, cold and warm start, all on real invocations on this machine.
-3. Scheduler study (modelled): 16 parallel functions cannot run for real on 2 cores, so 10 seeded jobs run
+3. Planner study (modelled): 16 parallel functions cannot run for real on 2 cores, so 10 seeded jobs run
    on `SimulatedExecutor`, a noisy simulator built from the calibration; deadlines are drawn log-uniformly
    between the fastest and the slowest configuration's finishing time; the oracle is exhaustive search
    over the same grid on the simulator's noise-free expectation.
@@ -29,20 +29,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from siegecraft.models import build_model, flat_params, num_params
-from siegecraft.serverless import loop, probes
-from siegecraft.serverless.config import ServerlessConfig
-from siegecraft.serverless.emulated import EmulatedPlatform
-from siegecraft.serverless.job import TrainingJob
-from siegecraft.serverless.perf_model import PerformanceModel
-from siegecraft.serverless.redis_server import RedisHandle, start_redis, stop_redis
-from siegecraft.serverless.runner import train_serverless
-from siegecraft.serverless.scheduler import BayesianScheduler, FixedScheduler, SearchSpace
-from siegecraft.serverless.simulate import GroundTruth, SimulatedExecutor
-from siegecraft.serverless.specs import Config, JobSpec
-from siegecraft.serverless.store import Store, connect
+from siegecraft.core.models import build_model, flat_params, num_params
+from siegecraft.engines.serverless import loop, probes
+from siegecraft.engines.serverless.config import ServerlessConfig
+from siegecraft.engines.serverless.emulated import EmulatedPlatform
+from siegecraft.engines.serverless.job import TrainingJob
+from siegecraft.engines.serverless.perf_model import PerformanceModel
+from siegecraft.engines.serverless.redis_server import RedisHandle, start_redis, stop_redis
+from siegecraft.engines.serverless.runner import train_serverless
+from siegecraft.engines.serverless.planner import BayesianPlanner, FixedPlanner, SearchSpace
+from siegecraft.engines.serverless.simulated_platform import GroundTruth, SimulatedExecutor
+from siegecraft.engines.serverless.specs import Config, JobSpec
+from siegecraft.engines.serverless.store import Store, connect
 
-PRELOAD = ("torch", "siegecraft.serverless.worker")
+PRELOAD = ("torch", "siegecraft.engines.serverless.worker")
 NETWORK_MB_S = 75.0  # assumed per-function bandwidth (~600 Mbit/s, a commonly measured Lambda figure)
 OUT = Path(__file__).resolve().parent / "results" / "serverless.json"
 
@@ -163,7 +163,7 @@ def ground_truth(cal: dict[str, Any], samples: int) -> GroundTruth:
     )
 
 
-# -- 3. scheduler study -----------------------------------------------------------------------------------
+# -- 3. planner study -----------------------------------------------------------------------------------
 def scheduler_study(truth: GroundTruth, jobs: int, epochs: int, trials: int) -> dict[str, Any]:
     space = SearchSpace((1, 2, 4, 8, 16), (512, 1024, 1769, 3538, 7076), (16, 32, 64, 128))
     samples = epochs * truth.samples_per_epoch
@@ -177,7 +177,7 @@ def scheduler_study(truth: GroundTruth, jobs: int, epochs: int, trials: int) -> 
         feasible = {c: v for c, v in expected.items() if v[0] <= deadline}
         oracle = min(feasible, key=lambda c: feasible[c][1])
         model = PerformanceModel(num_params=truth.num_params, samples_per_epoch=truth.samples_per_epoch)
-        sched = BayesianScheduler(space, model, deadline_s=deadline, trials=trials, seed=job)
+        sched = BayesianPlanner(space, model, deadline_s=deadline, trials=trials, seed=job)
         t0 = time.perf_counter()
         st = loop.drive(SimulatedExecutor(truth, seed=job), sched, epochs=epochs, profile_iterations=3)
         driver_s = time.perf_counter() - t0
@@ -198,7 +198,7 @@ def scheduler_study(truth: GroundTruth, jobs: int, epochs: int, trials: int) -> 
             "scheduler_wall_s": driver_s,
         }
         for name, cfg in baselines.items():
-            fixed = FixedScheduler(
+            fixed = FixedPlanner(
                 cfg, PerformanceModel(num_params=truth.num_params, samples_per_epoch=truth.samples_per_epoch)
             )
             bst = loop.drive(SimulatedExecutor(truth, seed=job), fixed, epochs=epochs)
@@ -252,7 +252,7 @@ def real_deadline_job(redis: RedisHandle, train: Any, test: Any, deadline_s: flo
     """A real emulated deadline job on Fashion-MNIST (small, so it fits this machine)."""
     cfg = ServerlessConfig(
         store="redis", epochs=2, deadline_s=deadline_s, lr=0.05,
-        scheduler={"workers": [1, 2], "memory_mb": [1024, 1769], "batch_size": [32, 64], "trials": 40},
+        planner={"workers": [1, 2], "memory_mb": [1024, 1769], "batch_size": [32, 64], "trials": 40},
         emulated={"network_mb_s": NETWORK_MB_S, "preload": list(PRELOAD)},
     )  # fmt: skip
     with connect(redis.spec) as store:
@@ -297,7 +297,7 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="fewer iterations and jobs (a smoke run)")
     args = parser.parse_args()
-    from siegecraft.data import load_dataset
+    from siegecraft.core.data.datasets import load_dataset
 
     started = time.perf_counter()
     redis = start_redis()

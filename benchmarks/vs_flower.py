@@ -3,7 +3,7 @@
 Workload: Fashion-MNIST (60,000 training images), `cnn`, 50 IID clients (the same partition for both),
 10 clients per round, 5 rounds, 1 local epoch, batch 64, SGD lr 0.05 momentum 0.9, the final global
 model evaluated once on the 10,000 test images. Both sides train with the same model and the same local
-SGD loop (`siegecraft.train.local_train`), single-threaded per client worker, so the comparison is of
+SGD loop (`siegecraft.core.training.local_train`), single-threaded per client worker, so the comparison is of
 the engines: how clients are scheduled, how weights travel, what each round costs.
 
 Flower runs its legacy NumPyClient API under `flwr.simulation.run_simulation` (Ray backend, 1 CPU per
@@ -49,8 +49,8 @@ def siegecraft_config(executor: str, limit: int | None) -> dict[str, Any]:
 
 
 def measure_siegecraft(executor: str, limit: int | None) -> dict[str, Any]:
-    from siegecraft.config import build_experiment
-    from siegecraft.runner import run_experiment
+    from siegecraft.drivers.experiment import build_experiment
+    from siegecraft.drivers.runner import run_experiment
 
     exp = build_experiment(siegecraft_config(executor, limit))
     with tempfile.TemporaryDirectory() as tmp:
@@ -68,7 +68,8 @@ _CACHE: dict[str, Any] = {}
 def client_data(limit: int | None) -> tuple[Any, list]:
     """The training set and the same IID partition siegecraft uses, loaded once per process."""
     if "train" not in _CACHE:
-        from siegecraft.data import load_dataset, partition
+        from siegecraft.core.data.datasets import load_dataset
+        from siegecraft.core.data import partition
 
         train = load_dataset("fashion_mnist", "train")
         if limit:
@@ -81,7 +82,7 @@ def client_data(limit: int | None) -> tuple[Any, list]:
 def new_model() -> Any:
     import torch
 
-    from siegecraft.models import build_model
+    from siegecraft.core.models import build_model
 
     torch.manual_seed(SEED)
     return build_model("cnn", in_channels=1, num_classes=10, image_size=28)
@@ -103,8 +104,8 @@ def flower_client_fn(context: Any) -> Any:
     import torch
     from flwr.client import NumPyClient
 
-    from siegecraft.federated.sampling import client_seed
-    from siegecraft.train import TrainConfig, local_train
+    from siegecraft.engines.federated.sampling import client_seed
+    from siegecraft.core.training import TrainConfig, local_train
 
     torch.set_num_threads(1)
     cid = int(context.node_config["partition-id"])
@@ -131,8 +132,8 @@ def measure_flower(limit: int | None) -> dict[str, Any]:
     from flwr.server.strategy import FedAvg
     from flwr.simulation import run_simulation
 
-    from siegecraft.data import load_dataset
-    from siegecraft.train import evaluate
+    from siegecraft.core.data.datasets import load_dataset
+    from siegecraft.core.training import evaluate
 
     result: dict[str, Any] = {}
     t0 = time.perf_counter()

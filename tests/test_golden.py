@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from siegecraft.config import load_experiment
-from siegecraft.runner import run_experiment
+from siegecraft.drivers.experiment import load_experiment
+from siegecraft.drivers.runner import run_experiment
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = ["quickstart", "hogwild_gated", "serverless_memory", "zero_sum"]

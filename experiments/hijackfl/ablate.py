@@ -23,8 +23,8 @@ import matplotlib.pyplot as plt
 import tomllib
 
 from siegecraft.attacks.hijackfl.study import attack_config, run_attack, run_clean
-from siegecraft.config import apply_overrides
-from siegecraft.results import RunDir
+from siegecraft.core.config import apply_overrides
+from siegecraft.core.results import RunDir
 
 HERE = Path(__file__).resolve().parent
 RUNS = HERE.parents[1] / "runs" / "hijackfl_ablations"

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from siegecraft.attacks.game_of_threads import GameOfThreadsConfig, planted_runs
-from siegecraft.data import ImageDataset, load_dataset
-from siegecraft.hogwild import HogwildConfig
-from siegecraft.hogwild.runner import parse_attack, train_hogwild
-from siegecraft.models import SiegeModel, build_model
+from siegecraft.core.data.image_dataset import ImageDataset
+from siegecraft.core.data.datasets import load_dataset
+from siegecraft.engines.hogwild.config import HogwildConfig
+from siegecraft.engines.hogwild.runner import parse_attack, train_hogwild
+from siegecraft.core.models import SiegeModel, build_model
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +64,7 @@ def test_variant1_gated_raises_the_target_rate_over_the_unattacked_run(data):
 
 
 def test_variant1_under_os_signals_stops_the_victim_and_kills_it(data):
-    summary = _run(data, _cfg("os-signals"), _v1())
+    summary = _run(data, _cfg("os_signals"), _v1())
     att = summary["attack"]
     assert att["triggered"] and att["phase"] == "finished"
     victim = att["victims"][0]
@@ -76,30 +77,30 @@ def test_variant1_under_os_signals_stops_the_victim_and_kills_it(data):
 
 
 def test_variant1_is_defused_by_shared_optimizer_and_caught_by_the_norm_filter(data):
-    shared = _run(data, _cfg("gated"), _v1(), ["shared-optimizer"])
+    shared = _run(data, _cfg("gated"), _v1(), ["shared_optimizer"])
     assert abs(shared["degradation_points"]) < 5
-    filtered = _run(data, _cfg("gated"), _v1(), ["update-norm-filter"])
+    filtered = _run(data, _cfg("gated"), _v1(), ["update_norm_filter"])
     victim = filtered["attack"]["victims"][0]
-    assert filtered["dropped"]["update-norm-filter"][victim] >= 1
+    assert filtered["dropped"]["update_norm_filter"][victim] >= 1
     assert filtered["degradation_points"] == 0  # the stale update was the one dropped: nothing changed
     assert filtered["target_rate"] == filtered["target_rate_before_release"]
 
 
 def test_variant2_stale_writes_are_dropped_by_bounded_staleness(data):
     attack = GameOfThreadsConfig(variant=2, n_held=2, stages=2, bias=1.0, conditioned_share=1.0, capture_from=0.2)
-    summary = _run(data, _cfg("gated"), attack, ["bounded-staleness"],
-                   {"bounded-staleness": {"max_staleness": 4}})
+    summary = _run(data, _cfg("gated"), attack, ["bounded_staleness"],
+                   {"bounded_staleness": {"max_staleness": 4}})
     att = summary["attack"]
     assert att["triggered"] and att["stages_done"] == 2 and att["stale_updates"] == 4
     assert _events(summary) == ["hold", "hold", "freeze", "snapshot read", "thaw", "release",
                                 "snapshot read", "release", "kill"]
-    dropped = summary["dropped"]["bounded-staleness"]
+    dropped = summary["dropped"]["bounded_staleness"]
     assert [dropped[v] for v in att["victims"]] == [1, 1]  # stage 1 (held ~100 steps) dropped; stage 2 kept
 
 
 def test_variant2_runs_under_os_signals(data):
     attack = GameOfThreadsConfig(variant=2, n_held=2, stages=1, bias=1.0, conditioned_share=1.0, capture_from=0.2)
-    summary = _run(data, _cfg("os-signals"), attack)
+    summary = _run(data, _cfg("os_signals"), attack)
     att = summary["attack"]
     assert att["triggered"] and att["phase"] == "finished" and att["stale_updates"] == 2
     assert "freeze" in _events(summary) and "thaw" in _events(summary)
@@ -108,7 +109,7 @@ def test_variant2_runs_under_os_signals(data):
 def test_config_validation():
     with pytest.raises(ValueError, match="variant 2 dials"):
         GameOfThreadsConfig(variant=1, n_held=2)
-    with pytest.raises(ValueError, match="os-signals"):
+    with pytest.raises(ValueError, match="os_signals"):
         _v1().check_against(_cfg("free"), 10)
     with pytest.raises(ValueError, match="needs at least one more"):
         GameOfThreadsConfig(variant=2, n_held=3).check_against(_cfg("gated", workers=3), 10)

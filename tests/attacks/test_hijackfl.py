@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from siegecraft.attacks.base import ATTACKS, build_adversary
+from siegecraft.engines.federated.extensions import ATTACKS, build_adversary
 from siegecraft.attacks.hijackfl import (
     BlendPatterns,
     ClassSampler,
@@ -31,15 +31,16 @@ from siegecraft.attacks.hijackfl import (
 )
 from siegecraft.attacks.hijackfl.mapping import ClassMapping
 from siegecraft.attacks.hijackfl.metrics import confusion_matrix, mean_l2, ssim
-from siegecraft.config import ConfigError, build_experiment
-from siegecraft.data import load_dataset
-from siegecraft.federated import Federation
-from siegecraft.models import SiegeModel, build_model, flat_params
-from siegecraft.results import RunDir
-from siegecraft.runner import run_experiment
-from siegecraft.train import TrainConfig, local_train
+from siegecraft.core.config import ConfigError
+from siegecraft.drivers.experiment import build_experiment
+from siegecraft.core.data.datasets import load_dataset
+from siegecraft.engines.federated import Federation
+from siegecraft.core.models import SiegeModel, build_model, flat_params
+from siegecraft.core.results import RunDir
+from siegecraft.drivers.runner import run_experiment
+from siegecraft.core.training import TrainConfig, local_train
 
-from ..conftest import tiny_raw
+from tests.conftest import tiny_raw
 
 FAST = {"num_classes": 3, "samples_per_class": 30, "test_per_class": 20, "epochs": 2, "anchor_steps": 5}
 

@@ -9,15 +9,16 @@ import pytest
 import torch
 from torch import nn
 
-from siegecraft.attacks import ATTACKS, build_adversary
+from siegecraft.engines.federated.extensions import ATTACKS, build_adversary
 from siegecraft.attacks.poisoning import Backdoor, apply_trigger, flip_labels
-from siegecraft.config import ConfigError, build_experiment
-from siegecraft.data import ImageDataset
-from siegecraft.federated import Federation
-from siegecraft.federated.sampling import client_seed
-from siegecraft.results import RunDir
+from siegecraft.core.config import ConfigError
+from siegecraft.drivers.experiment import build_experiment
+from siegecraft.core.data.image_dataset import ImageDataset
+from siegecraft.engines.federated import Federation
+from siegecraft.engines.federated.sampling import client_seed
+from siegecraft.core.results import RunDir
 
-from ..conftest import tiny_raw
+from tests.conftest import tiny_raw
 
 
 @pytest.fixture(autouse=True)
@@ -139,7 +140,7 @@ def test_backdoor_poisons_a_fraction_and_boosts_for_replacement(fed: Federation)
 
 
 def test_backdoor_survives_fedavg_in_a_run(tmp_path: Path) -> None:
-    from siegecraft.runner import run_experiment
+    from siegecraft.drivers.runner import run_experiment
 
     raw = tiny_raw(fl={"rounds": 3}, attack={"name": "backdoor", "clients": [0], "options": {"target": 0}})
     run = run_experiment(build_experiment(raw), out_root=tmp_path)

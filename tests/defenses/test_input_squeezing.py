@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from siegecraft.defenses import INPUT_DEFENSES, defense_catalog
+from siegecraft.defenses.input_squeezing import INPUT_DEFENSES
+from siegecraft.defenses import defense_catalog
 from siegecraft.defenses.input_squeezing import (
     FeatureSqueezer,
     median_smooth,
@@ -102,4 +103,4 @@ def test_catalog_lists_every_kind() -> None:
     assert cat["feature_squeezing"] == "input" and INPUT_DEFENSES.get("feature_squeezing") is FeatureSqueezer
     assert cat["median"] == "aggregator" and cat["fltrust"] == "strategy" and cat["norm_clip"] == "strategy"
     assert {"bit_depth", "median_smoothing", "adaptive_norm_clip", "krum", "geomedian"} <= set(cat)
-    assert cat.get("bounded-staleness") == "async"  # the Hogwild engineer's defenses, listed lazily
+    assert cat.get("bounded_staleness") == "async"  # the Hogwild engineer's defenses, listed lazily

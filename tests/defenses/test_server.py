@@ -8,14 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from siegecraft.config import ConfigError, build_experiment
+from siegecraft.core.config import ConfigError
+from siegecraft.drivers.experiment import build_experiment
 from siegecraft.defenses.clipping import NormClip
 from siegecraft.defenses.fltrust import FLTrust
-from siegecraft.federated import Federation
-from siegecraft.federated.engine import build_strategy
-from siegecraft.results import RunDir
+from siegecraft.engines.federated import Federation
+from siegecraft.engines.federated.engine import build_strategy
+from siegecraft.core.results import RunDir
 
-from ..conftest import tiny_raw
+from tests.conftest import tiny_raw
 
 
 @pytest.fixture(autouse=True)
@@ -44,8 +45,8 @@ def test_bad_defense_configs_fail_before_work(defense: dict, message: str) -> No
 
 
 def test_wrappers_need_individual_updates() -> None:
-    with pytest.raises(ConfigError, match="zero-sum"):
-        build_experiment(tiny_raw(defense={"names": ["norm_clip"]}, secure={"aggregation": "zero-sum"}))
+    with pytest.raises(ConfigError, match="zero_sum"):
+        build_experiment(tiny_raw(defense={"names": ["norm_clip"]}, secure={"aggregation": "zero_sum"}))
 
 
 def test_build_strategy_keeps_aggregator_options_and_wraps() -> None:
@@ -81,7 +82,7 @@ def test_fltrust_root_is_withheld_and_outvotes_a_sign_flipper(tmp_path: Path) ->
 
 
 def test_shipped_defense_experiments_validate() -> None:
-    from siegecraft.config import load_experiment
+    from siegecraft.drivers.experiment import load_experiment
 
     configs = sorted((Path(__file__).parents[2] / "experiments" / "defenses").glob("*.toml"))
     assert len(configs) >= 3

@@ -9,15 +9,10 @@ import torch
 
 from siegecraft.defenses.aggregators import coordinate_median
 from siegecraft.defenses.clipping import AdaptiveNormClip, NormClip, clip_rows
-from siegecraft.defenses.fltrust import (
-    FLTrust,
-    fltrust_aggregate,
-    rescale_to,
-    split_root_dataset,
-    trust_scores,
-)
-from siegecraft.defenses.wrappers import DefenseContext, wrap_strategy
-from siegecraft.federated.strategy import FedAvg, FedAvgM
+from siegecraft.defenses.fltrust import FLTrust, fltrust_aggregate, rescale_to, trust_scores
+from siegecraft.engines.federated.wrappers import split_root_dataset
+from siegecraft.engines.federated.wrappers import DefenseContext, wrap_strategy
+from siegecraft.engines.federated.strategy import FedAvg, FedAvgM
 
 R = 1 / math.sqrt(2)
 
@@ -108,7 +103,7 @@ def test_wrap_strategy_errors() -> None:
 
 
 def test_root_split_is_disjoint_seeded_and_complete() -> None:
-    from siegecraft.data import ImageDataset
+    from siegecraft.core.data.image_dataset import ImageDataset
 
     n = 50
     ds = ImageDataset(torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 1, 8, 8), torch.arange(n) % 10, 10, "ids")

@@ -21,7 +21,7 @@ import numpy as np
 
 from siegecraft.enclave import CitadelSession, RoundAbortedError
 from siegecraft.enclave.roles.base import Message
-from siegecraft.enclave.workloads import synthetic_update
+from siegecraft.enclave.synthetic_workload import synthetic_update
 
 from .synthetic import global_weights, mean_error_bound, plaintext_mean
 

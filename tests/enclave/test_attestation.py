@@ -194,7 +194,7 @@ def test_measurement_depends_on_code_configuration_and_loaded_extras() -> None:
     assert measure("training", cfg) == GOOD
     assert measure("training", {**cfg, "client_id": 1}) != GOOD
     assert measure("aggregator", cfg) != GOOD  # different code
-    assert measure("training", cfg, ("siegecraft.enclave.workloads",)) != GOOD  # altered code loaded
+    assert measure("training", cfg, ("siegecraft.enclave.synthetic_workload",)) != GOOD  # altered code loaded
     assert measure("training", cfg, ("siegecraft.enclave.codec",)) != GOOD  # even code it already has, again
     with pytest.raises(ValueError, match="unknown role kind"):
         measure("nope", cfg)

@@ -25,7 +25,7 @@ from siegecraft.enclave.roles.admin import OWNER_HELLO_DOMAIN
 from siegecraft.enclave.wire import PLAINTEXT_SEQ, Envelope, pack, unpack
 
 OWNER_KEY = Ed25519PrivateKey.generate()
-ALTERED = ("siegecraft.enclave.workloads",)
+ALTERED = ("siegecraft.enclave.synthetic_workload",)
 
 
 def admin_config(role: str) -> dict[str, Any]:

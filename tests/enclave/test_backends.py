@@ -5,16 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from siegecraft.config import ConfigError, build_experiment
+from siegecraft.core.config import ConfigError
+from siegecraft.drivers.experiment import build_experiment
 from siegecraft.enclave.authority import MockBackend
 from siegecraft.enclave.backends import backend_names, get_backend
 from siegecraft.enclave.federated_bridge import spec_from_experiment
-from siegecraft.enclave.runtime import CitadelSpec
+from siegecraft.enclave.deployment import CitadelSpec
 
 from .synthetic import config
 
 RAW = {"data": {"dataset": "fashion_mnist"}, "model": {"name": "cnn"}, "fl": {"clients": 2},
-       "secure": {"aggregation": "zero-sum", "fanout": 2}}
+       "secure": {"aggregation": "zero_sum", "fanout": 2}}
 
 
 def test_mock_is_the_only_built_in_backend_and_says_it_simulates() -> None:

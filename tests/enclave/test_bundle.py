@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from siegecraft.enclave.bundle import CodeBundle, load_trainer, sign_bundle, verify_bundle
 from siegecraft.enclave.errors import BundleError
-from siegecraft.enclave.workloads import SYNTHETIC_ENTRYPOINT
+from siegecraft.enclave.synthetic_workload import SYNTHETIC_ENTRYPOINT
 
 BUNDLE = CodeBundle(SYNTHETIC_ENTRYPOINT, {"model": "cnn", "train": {"lr": 0.1}})
 
@@ -44,7 +44,7 @@ def test_modified_bundle_is_refused() -> None:
         verify_bundle({**signed, "bundle": evil}, raw(key), "te-0")
 
 
-@pytest.mark.parametrize("entrypoint", ["no_colon", "siegecraft.enclave.workloads:missing", "nope.nope:f"])
+@pytest.mark.parametrize("entrypoint", ["no_colon", "siegecraft.enclave.synthetic_workload:missing", "nope.nope:f"])
 def test_bad_entrypoints_are_refused(entrypoint: str) -> None:
     with pytest.raises(BundleError):
         load_trainer(CodeBundle(entrypoint), {}, 0)

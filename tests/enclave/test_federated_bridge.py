@@ -1,4 +1,4 @@
-"""The engine's bridge: an Experiment with [secure] aggregation = "zero-sum" maps onto a CitadelSpec."""
+"""The engine's bridge: an Experiment with [secure] aggregation = "zero_sum" maps onto a CitadelSpec."""
 
 from __future__ import annotations
 
@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from siegecraft.config import Experiment
+from siegecraft.drivers.experiment import Experiment
 from siegecraft.enclave.federated_bridge import open_secure_aggregation, spec_from_experiment
-from siegecraft.models import build_model, flat_params
+from siegecraft.core.models import build_model, flat_params
 
 
 def experiment(**secure: object) -> Experiment:
     return Experiment.model_validate({
         "seed": 3, "data": {"dataset": "fashion_mnist"}, "model": {"name": "cnn", "options": {"width": 4, "hidden": 8}},
         "train": {"lr": 0.1, "steps": 2, "batch_size": 8}, "fl": {"clients": 3, "rounds": 1},
-        "secure": {"aggregation": "zero-sum", "fanout": 2, **secure}})
+        "secure": {"aggregation": "zero_sum", "fanout": 2, **secure}})
 
 
 def test_spec_carries_the_experiment() -> None:

@@ -19,14 +19,14 @@ from .synthetic import config, global_weights, mean_error_bound, plaintext_mean,
 def test_enclave_with_altered_code_gets_no_keys() -> None:
     """The host loads extra code into te-1: the platform measures what it loads, so te-1's quote carries
     a measurement nobody allow-listed (the host cannot choose the measurement a quote says)."""
-    cfg = config(2, code_overrides={"te-1": ["siegecraft.enclave.workloads"]}, start_timeout_s=20.0)
+    cfg = config(2, code_overrides={"te-1": ["siegecraft.enclave.synthetic_workload"]}, start_timeout_s=20.0)
     session = CitadelSession(cfg)
     with pytest.raises(AttestationError, match="te-1.*not in the allow-list"):
         session.start()
     assert not session.processes  # everything was stopped
     honest = session.measurements["te-1"]
     assert measure("training", session.role_configs()["te-1"][1]) == honest
-    assert measure("training", session.role_configs()["te-1"][1], ("siegecraft.enclave.workloads",)) != honest
+    assert measure("training", session.role_configs()["te-1"][1], ("siegecraft.enclave.synthetic_workload",)) != honest
 
 
 def test_swapped_key_in_the_hello_is_caught_by_key_binding() -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from siegecraft.enclave import CitadelSession, SessionConfig
-from siegecraft.enclave.workloads import synthetic_update
+from siegecraft.enclave.synthetic_workload import synthetic_update
 
 from .synthetic import BUNDLE, DIM, LAYOUT, global_weights, mean_error_bound, parties
 

@@ -19,7 +19,7 @@ from scipy import stats
 from siegecraft.enclave import AggregateResult, CitadelSession, SessionConfig
 from siegecraft.enclave.relay import TranscriptEntry
 from siegecraft.enclave.roles.base import HANDSHAKE_KINDS
-from siegecraft.enclave.workloads import synthetic_update
+from siegecraft.enclave.synthetic_workload import synthetic_update
 
 from .synthetic import config, encoded_update, global_weights, mean_error_bound, plaintext_mean, read_audit
 from .uniformity import UNIFORM_ALPHA
@@ -67,7 +67,7 @@ def _needles(deployment: Deployment) -> dict[str, bytes]:
             for offset in (0, 777, 1500):
                 out[f"update c{c} r{rnd} @{offset}"] = delta[offset:offset + 8].tobytes()
                 out[f"encoded c{c} r{rnd} @{offset}"] = encoded[offset:offset + 4].tobytes()
-    out["bundle entrypoint"] = b"siegecraft.enclave.workloads"
+    out["bundle entrypoint"] = b"siegecraft.enclave.synthetic_workload"
     out["bundle parameter"] = b"kappa-7731"
     return out
 

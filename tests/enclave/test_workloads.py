@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from siegecraft.enclave.workloads import synthetic_trainer, synthetic_update
+from siegecraft.enclave.synthetic_workload import synthetic_trainer, synthetic_update
 
 
 def test_synthetic_update_is_deterministic_float32_and_bounded() -> None:

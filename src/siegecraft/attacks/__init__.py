@@ -1,8 +1,8 @@
-"""Attacks on collaborative training, registered by name in `ATTACKS`."""
+"""Attacks on collaborative training: add-ons that implement the engines' adversary contracts.
 
-# Importing each module registers its attacks: poisoning (label_flip, sign_flip, gaussian_noise, backdoor),
-# hijackfl (hijackfl) and baselines (poison, chameleon, uap, reprogram).
-from siegecraft.attacks import baselines, hijackfl, poisoning  # noqa: F401
-from siegecraft.attacks.base import ATTACKS, Adversary, AttackOptions, FederationContext, build_adversary
+Importing this package registers every built-in attack: in the federated engine's `ATTACKS` poisoning
+(label_flip, sign_flip, gaussian_noise, backdoor), hijackfl and the hijacking baselines (poison,
+chameleon, uap, reprogram); in the Hogwild engine's `HOGWILD_ATTACKS` game_of_threads.
+"""
 
-__all__ = ["ATTACKS", "Adversary", "AttackOptions", "FederationContext", "build_adversary"]
+from siegecraft.attacks import baselines, game_of_threads, hijackfl, poisoning  # noqa: F401

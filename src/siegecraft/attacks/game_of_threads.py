@@ -12,7 +12,7 @@ runs, and learns each batch's label mix through a (simulated) side channel.
   writes together. Stages 2..S repeat it on the current model: the N workers read one snapshot, their
   writes are held and land back to back. Then they are killed.
 
-`GameOfThreads` is a `SchedulePolicy`: under `os-signals` a hold is a real SIGSTOP, under `gated` a
+`GameOfThreads` is a `SchedulePolicy`: under `os_signals` a hold is a real SIGSTOP, under `gated` a
 withheld grant. `conditioned_share` conditions the workers' data orders to contain batches of that
 target share (an attacker who waits long enough sees one); `binomial_tail` says how long that is.
 """
@@ -22,20 +22,21 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from siegecraft.hogwild.config import HogwildConfig
-from siegecraft.hogwild.data_order import PlantedRun, binomial_tail, steps_per_epoch
-from siegecraft.hogwild.policy import GO, HOLD, Decision, SchedulePolicy, WorkerControl
-from siegecraft.hogwild.traps import READ_TRAP, WRITE_TRAP, TrapEvent
+from siegecraft.core.config import FieldError
 
-__all__ = ["GameOfThreads", "GameOfThreadsConfig", "binomial_tail", "planted_runs"]
+from siegecraft.engines.hogwild.config import HogwildConfig
+from siegecraft.engines.hogwild.data_order import PlantedRun, binomial_tail, steps_per_epoch
+from siegecraft.engines.hogwild.extensions import HOGWILD_ATTACKS, AttackOptions, ThreadAdversary
+from siegecraft.engines.hogwild.policy import GO, HOLD, Decision, SchedulePolicy, WorkerControl
+from siegecraft.engines.hogwild.traps import READ_TRAP, WRITE_TRAP, TrapEvent
+
+__all__ = ["GameOfThreads", "GameOfThreadsAttack", "GameOfThreadsConfig", "binomial_tail", "planted_runs"]
 
 
-class GameOfThreadsConfig(BaseModel):
+class GameOfThreadsConfig(AttackOptions):
     """The attacker's dials (the `[attack.options]` of a `game_of_threads` experiment)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     variant: Literal[1, 2] = 1
     target_label: int = Field(0, ge=0)
@@ -60,17 +61,20 @@ class GameOfThreadsConfig(BaseModel):
         return self
 
     def check_against(self, hog: HogwildConfig, num_classes: int) -> None:
-        """Cross-checks that need the training configuration."""
+        """Cross-checks that need the training configuration (FieldError, paths from the experiment root)."""
         if self.target_label >= num_classes:
-            raise ValueError(f"attack target_label={self.target_label} but the dataset has {num_classes} classes")
+            raise FieldError(("attack", "options", "target_label"), self.target_label,
+                             f"the dataset has {num_classes} classes (labels 0..{num_classes - 1})")
         if self.variant == 2 and self.n_held >= hog.workers:
-            raise ValueError(f"variant 2 holds n_held={self.n_held} workers; it needs at least one more "
-                             f"honest worker (hogwild.workers={hog.workers})")
+            raise FieldError(("attack", "options", "n_held"), self.n_held,
+                             f"variant 2 needs at least one more honest worker than held ones "
+                             f"(hogwild.workers = {hog.workers})")
         if hog.scheduler == "free":
-            raise ValueError("game_of_threads acts through the scheduler: set hogwild.scheduler to "
-                             "'os-signals' or 'gated'")
+            raise FieldError(("hogwild", "scheduler"), hog.scheduler,
+                             "game_of_threads acts through the scheduler: use 'os_signals' or 'gated'")
         if not hog.uses_side_channel():
-            raise ValueError("game_of_threads needs the label side channel (hogwild.side_channel = true)")
+            raise FieldError(("hogwild", "side_channel"), hog.side_channel,
+                             "game_of_threads needs the label side channel (true)")
 
     def window(self, hog: HogwildConfig) -> tuple[float, float]:
         """Capture window in epochs: [capture_from, capture_until or the first lr milestone)."""
@@ -217,3 +221,24 @@ class GameOfThreads(SchedulePolicy):
             "phase": self.phase,
             "before_release": self.before_release,
         }
+
+
+@HOGWILD_ATTACKS.register("game_of_threads")
+class GameOfThreadsAttack(ThreadAdversary):
+    """The registered adversary: builds the `GameOfThreads` policy and its conditioned data orders."""
+
+    options_model = GameOfThreadsConfig
+    options: GameOfThreadsConfig
+    success_metric = "degradation_points"
+
+    def check(self, cfg: HogwildConfig, num_classes: int) -> None:
+        self.options.check_against(cfg, num_classes)
+
+    def target_label(self) -> int:
+        return self.options.target_label
+
+    def policy(self, cfg: HogwildConfig) -> GameOfThreads:
+        return GameOfThreads(self.options, cfg)
+
+    def planted(self, cfg: HogwildConfig, n_train: int) -> dict[int, PlantedRun]:
+        return planted_runs(self.options, cfg, n_train)

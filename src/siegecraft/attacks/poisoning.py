@@ -22,19 +22,21 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from pydantic import Field, model_validator
 
-from siegecraft.attacks.base import ATTACKS, Adversary, AttackOptions, FederationContext
-from siegecraft.federated.sampling import client_seed, sample_clients
-from siegecraft.models import load_flat_params
-from siegecraft.train import predict_logits
+from siegecraft.engines.federated.extensions import ATTACKS, Adversary, AttackOptions, FederationContext
+from siegecraft.engines.federated.sampling import client_seed, sample_clients
+from siegecraft.core.models import load_flat_params
+from siegecraft.core.training import predict_logits
 
 if TYPE_CHECKING:
-    from siegecraft.data import ImageDataset
-    from siegecraft.federated.client import ClientUpdate
-    from siegecraft.models import SiegeModel
+    from siegecraft.core.data.image_dataset import ImageDataset
+    from siegecraft.engines.federated.client import ClientUpdate
+    from siegecraft.core.models import SiegeModel
 
 
 class PoisoningAdversary(Adversary):
     """Shared plumbing: an evaluation replica, and `attack_success` after every evaluated round."""
+
+    success_metric = "attack_success"
 
     _model: SiegeModel | None = None
 

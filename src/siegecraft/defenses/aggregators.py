@@ -1,4 +1,4 @@
-"""Aggregation rules over a stack of client updates: the mean and the robust ones.
+"""Robust aggregation rules over a stack of client updates (the mean is the federated engine's own).
 
 Each rule takes `updates` [n_clients, n_params] and `weights` [n_clients] (sample counts) and
 returns one update vector. Robust rules ignore weights where the rule itself has none.
@@ -10,26 +10,8 @@ from collections.abc import Callable
 
 import torch
 
-from siegecraft.registry import Registry
-
-Aggregator = Callable[..., torch.Tensor]
-AGGREGATORS: Registry[Aggregator] = Registry("aggregator")
-
-
-def _check(updates: torch.Tensor, weights: torch.Tensor) -> None:
-    if updates.ndim != 2 or updates.shape[0] == 0:
-        raise ValueError(f"updates must be a non-empty [n_clients, n_params] tensor, got {tuple(updates.shape)}")
-    if weights.shape != (updates.shape[0],):
-        raise ValueError(f"weights shape {tuple(weights.shape)} does not match {updates.shape[0]} clients")
-
-
-@AGGREGATORS.register("mean")
-def weighted_mean(updates: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """FedAvg: the sample-weighted mean."""
-    _check(updates, weights)
-    w = weights.to(updates.dtype)
-    return (w / w.sum()) @ updates
-
+from siegecraft.engines.federated.aggregation import AGGREGATORS, weighted_mean
+from siegecraft.engines.federated.aggregation import check_stack as _check
 
 @AGGREGATORS.register("median")
 def coordinate_median(updates: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -94,9 +76,3 @@ def geometric_median(
             return z_new
         z = z_new
     return z
-
-
-def get_aggregator(name: str, **options: object) -> Aggregator:
-    """The named aggregator with its options bound."""
-    fn = AGGREGATORS.get(name)
-    return (lambda u, w: fn(u, w, **options)) if options else fn

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
-
-from siegecraft.defenses.aggregators import AGGREGATORS
 from siegecraft.defenses.input_squeezing import INPUT_DEFENSES
-from siegecraft.defenses.server import STRATEGY_DEFENSES
+from siegecraft.engines.federated.aggregation import AGGREGATORS
+from siegecraft.engines.federated.wrappers import STRATEGY_DEFENSES
+from siegecraft.engines.hogwild.extensions import ASYNC_DEFENSES
 
 KINDS = {
     "aggregator": "[defense] aggregator: robust rule over the stack of client updates",
@@ -17,15 +16,9 @@ KINDS = {
 
 
 def defense_catalog() -> dict[str, str]:
-    """name -> kind for every defense (async ones appear once their module imports)."""
+    """name -> kind for every registered defense."""
     out = {n: "aggregator" for n in AGGREGATORS.names()}
     out.update({n: "strategy" for n in STRATEGY_DEFENSES.names()})
     out.update({n: "input" for n in INPUT_DEFENSES.names()})
-    try:  # owned by the Hogwild engine and imported lazily: it pulls the hogwild package in (first,
-        # since async_defenses imported on its own meets hogwild's import cycle half-way)
-        importlib.import_module("siegecraft.hogwild")
-        async_defenses = importlib.import_module("siegecraft.defenses.async_defenses")
-    except ModuleNotFoundError:
-        return out
-    out.update({n: "async" for n in async_defenses.ASYNC_DEFENSES.names()})
+    out.update({n: "async" for n in ASYNC_DEFENSES.names()})
     return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from siegecraft.defenses.wrappers import STRATEGY_DEFENSES, StrategyWrapper, WrapperOptions
+from siegecraft.engines.federated.wrappers import STRATEGY_DEFENSES, StrategyWrapper, WrapperOptions
 
 
 def clip_rows(updates: torch.Tensor, max_norm: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from pydantic import Field
 
-from siegecraft.defenses.wrappers import STRATEGY_DEFENSES, StrategyWrapper, WrapperOptions
+from siegecraft.engines.federated.wrappers import STRATEGY_DEFENSES, StrategyWrapper, WrapperOptions
 
 if TYPE_CHECKING:
-    from siegecraft.data import ImageDataset
+    from siegecraft.core.data.image_dataset import ImageDataset
 
 
 def trust_scores(updates: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -67,24 +67,3 @@ class FLTrust(StrategyWrapper):
         keep = ts > 0
         self.metrics = {"trusted": int(keep.sum()), "trust_scores": [round(float(t), 4) for t in ts]}
         return rescale_to(updates[keep], ref.norm()), ts[keep]
-
-
-def root_size_needed(names: list[str], options: dict[str, Any]) -> int:
-    """How many root samples the listed defenses need (0: none asks for a root dataset)."""
-    sizes = [
-        STRATEGY_DEFENSES.get(n).options_model.model_validate(options.get(n, {})).root_size  # type: ignore[attr-defined]
-        for n in names
-        if STRATEGY_DEFENSES.get(n).needs_root_data
-    ]
-    return max(sizes, default=0)
-
-
-def split_root_dataset(train: ImageDataset, size: int, *, seed: int) -> tuple[ImageDataset, ImageDataset | None]:
-    """(client training set, server root set): `size` random samples go to the server, none to clients."""
-    if size == 0:
-        return train, None
-    if size >= len(train):
-        raise ValueError(f"a server root dataset of {size} samples leaves nothing for the clients ({len(train)} in all)")
-    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed * 65_537 + 17))
-    root_idx, rest = perm[:size].sort().values, perm[size:].sort().values
-    return train.subset(rest), train.subset(root_idx)

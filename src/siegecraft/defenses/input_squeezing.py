@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from siegecraft.registry import Registry
+from siegecraft.core.registry import Registry
 
 Squeezer = Callable[[Tensor], Tensor]
 _SCORE_CHUNK = 1024  # inputs scored per forward pass, to bound memory on large sets
@@ -110,6 +110,6 @@ def squeeze_inputs(x: Tensor, *, bit_depth: int = 0, median_kernel: int = 0) -> 
 
 
 INPUT_DEFENSES: Registry[object] = Registry("input defense")
-INPUT_DEFENSES.add("feature_squeezing", FeatureSqueezer)
-INPUT_DEFENSES.add("bit_depth", reduce_bit_depth)
-INPUT_DEFENSES.add("median_smoothing", median_smooth)
+INPUT_DEFENSES.register("feature_squeezing")(FeatureSqueezer)
+INPUT_DEFENSES.register("bit_depth")(reduce_bit_depth)
+INPUT_DEFENSES.register("median_smoothing")(median_smooth)

@@ -6,14 +6,13 @@ over attested channels, and only encrypted messages cross between roles through 
 The protocol (attestation policy, channels, fixed-point codec, zero-sum masks, tree, dropouts) is
 real. See docs/citadel.md.
 
-The torch-facing names (`CitadelSpec`, `CitadelRuntime`, `RoundResult`) load on first use, so role
-processes that only add masked integers never import torch.
+The torch-facing deployment (`CitadelSpec`, `CitadelRuntime`, `RoundResult`) is in
+`siegecraft.enclave.deployment`, and the federated engine's `zero_sum` aggregation in
+`siegecraft.enclave.federated_bridge`; neither is imported here, so role processes that only add masked
+integers never import torch.
 """
 
 from __future__ import annotations
-
-import importlib
-from typing import TYPE_CHECKING, Any
 
 from siegecraft.enclave.attestation import Quote, QuoteChecker, QuoteVerifier, VerifierPolicy
 from siegecraft.enclave.backends import get_backend
@@ -39,11 +38,6 @@ from siegecraft.enclave.quoting import EnclavePlatform
 from siegecraft.enclave.session import AggregateResult, CitadelSession, PartySpec, SessionConfig
 from siegecraft.enclave.tree import AggregationTree
 
-if TYPE_CHECKING:
-    from siegecraft.enclave.runtime import CitadelRuntime, CitadelSpec, RoundResult
-
-_LAZY = {"CitadelRuntime": "runtime", "CitadelSpec": "runtime", "RoundResult": "runtime"}
-
 __all__ = [
     "AggregateResult",
     "AggregationTree",
@@ -52,9 +46,7 @@ __all__ = [
     "BundleError",
     "ChannelError",
     "CitadelError",
-    "CitadelRuntime",
     "CitadelSession",
-    "CitadelSpec",
     "CodeBundle",
     "CodecError",
     "EnclaveLauncher",
@@ -73,7 +65,6 @@ __all__ = [
     "ReplayError",
     "RoleHandle",
     "RoundAbortedError",
-    "RoundResult",
     "SampleDeclaration",
     "SecureChannel",
     "SessionConfig",
@@ -87,11 +78,3 @@ __all__ = [
     "verify_bundle",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'siegecraft.enclave' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"siegecraft.enclave.{module}"), name)
-    globals()[name] = value
-    return value

@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from siegecraft.core.registry import Registry
 from siegecraft.enclave.errors import AttestationError
 
 NONCE_BYTES = 32
@@ -93,6 +94,11 @@ class QuoteChecker(ABC):
         Whether that signer is trusted is the policy's question (`VerifierPolicy.signer`), not this one."""
 
 
+#: backend name -> checker class; a real backend registers its checker (it is part of every enclave's code)
+QUOTE_CHECKERS: Registry[type[QuoteChecker]] = Registry("quote checker")
+
+
+@QUOTE_CHECKERS.register("mock")
 class MockQuoteChecker(QuoteChecker):
     """SIMULATION: the mock authority signs quotes with one Ed25519 key; its public key is the signer."""
 
@@ -108,17 +114,12 @@ class MockQuoteChecker(QuoteChecker):
                                    "(or a quoted field was altered)") from None
 
 
-#: backend name -> checker class; a real backend adds its checker here (it is part of every enclave's code)
-QUOTE_CHECKERS: dict[str, type[QuoteChecker]] = {"mock": MockQuoteChecker}
-
-
 def quote_checker(backend: str) -> QuoteChecker:
     """The checker for quotes of `backend`."""
-    try:
-        return QUOTE_CHECKERS[backend]()
-    except KeyError:
+    if backend not in QUOTE_CHECKERS:
         raise AttestationError(f"no quote checker for backend {backend!r}; known: "
-                               f"{', '.join(sorted(QUOTE_CHECKERS))}") from None
+                               f"{', '.join(QUOTE_CHECKERS.names())}")
+    return QUOTE_CHECKERS.get(backend)()
 
 
 @dataclass(frozen=True)

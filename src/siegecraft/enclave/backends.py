@@ -8,20 +8,21 @@ Intel's root) and registers its quote checker in `attestation.QUOTE_CHECKERS`.
 
 from __future__ import annotations
 
+from siegecraft.core.registry import Registry
 from siegecraft.enclave.authority import MockBackend
 from siegecraft.enclave.launcher import AttestationBackend
 
-ATTESTATION_BACKENDS: dict[str, type[AttestationBackend]] = {MockBackend.name: MockBackend}
+ATTESTATION_BACKENDS: Registry[type[AttestationBackend]] = Registry("attestation backend")
+ATTESTATION_BACKENDS.register(MockBackend.name)(MockBackend)
 
 
 def backend_names() -> tuple[str, ...]:
-    return tuple(sorted(ATTESTATION_BACKENDS))
+    return tuple(ATTESTATION_BACKENDS.names())
 
 
 def get_backend(name: str) -> AttestationBackend:
     """The backend called `name`; ValueError naming the allowed names otherwise."""
-    try:
-        return ATTESTATION_BACKENDS[name]()
-    except (KeyError, TypeError):
+    if not isinstance(name, str) or name not in ATTESTATION_BACKENDS:
         raise ValueError(f"unknown attestation backend {name!r}; allowed: "
-                         f"{', '.join(repr(n) for n in backend_names())}") from None
+                         f"{', '.join(repr(n) for n in backend_names())}")
+    return ATTESTATION_BACKENDS.get(name)()

@@ -1,6 +1,6 @@
-"""Glue for the federated engine: `[secure] aggregation = "zero-sum"` runs rounds through Citadel.
+"""Citadel as the federated engine's `zero_sum` secure aggregation (`[secure] aggregation = "zero_sum"`).
 
-`open_secure_aggregation(exp, partitions)` returns an object whose `round(rnd, weights, clients)`
+`ZeroSumAggregation.open(exp, partitions)` launches the deployment; its `round(rnd, weights, clients)`
 gives (mean update or None, info) like the plain path; an aborted round (on_dropout = "abort", or
 fewer than two survivors) leaves the global model unchanged and is recorded in `info`.
 """
@@ -13,15 +13,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from siegecraft.config import Experiment
-from siegecraft.data import load_dataset
+from siegecraft.core.config import FieldError
+from siegecraft.core.data.datasets import load_dataset
+from siegecraft.enclave.backends import backend_names
 from siegecraft.enclave.errors import RoundAbortedError
-from siegecraft.enclave.runtime import CitadelRuntime, CitadelSpec
+from siegecraft.enclave.deployment import CitadelRuntime, CitadelSpec
+from siegecraft.engines.federated.config import FederatedExperiment, SecureConfig
+from siegecraft.engines.federated.secure import SECURE_AGGREGATIONS, SecureAggregation
 
 log = logging.getLogger("siegecraft.enclave")
 
 
-def spec_from_experiment(exp: Experiment, partitions: list[np.ndarray]) -> CitadelSpec:
+def spec_from_experiment(exp: FederatedExperiment, partitions: list[np.ndarray]) -> CitadelSpec:
     """The CitadelSpec of an experiment: same data, model input shape, training recipe and seed."""
     d, m = exp.data, exp.model
     train = load_dataset(d.dataset, "train", data_dir=d.data_dir, **d.options)
@@ -39,7 +42,7 @@ def spec_from_experiment(exp: Experiment, partitions: list[np.ndarray]) -> Citad
     )
 
 
-class SecureAggregation:
+class CitadelRound:
     """The engine's handle on a running Citadel deployment."""
 
     def __init__(self, runtime: CitadelRuntime) -> None:
@@ -62,6 +65,23 @@ class SecureAggregation:
         self.runtime.close()
 
 
-def open_secure_aggregation(exp: Experiment, partitions: list[np.ndarray]) -> SecureAggregation:
+def open_secure_aggregation(exp: FederatedExperiment, partitions: list[np.ndarray]) -> CitadelRound:
     """Launch the deployment for `exp` (called once per run by the federated engine)."""
-    return SecureAggregation(CitadelRuntime(spec_from_experiment(exp, partitions)))
+    return CitadelRound(CitadelRuntime(spec_from_experiment(exp, partitions)))
+
+
+@SECURE_AGGREGATIONS.register("zero_sum")
+class ZeroSumAggregation(SecureAggregation):
+    """Citadel: zero-sum masks and hierarchical aggregation across attested enclaves; the server sees the sum."""
+
+    sum_only = True
+
+    @classmethod
+    def check(cls, secure: SecureConfig) -> None:
+        if secure.attestation not in backend_names():
+            raise FieldError(("attestation",), secure.attestation,
+                             f"unknown attestation backend; allowed: {', '.join(backend_names())}")
+
+    @classmethod
+    def open(cls, exp: FederatedExperiment, partitions: list[np.ndarray]) -> CitadelRound:
+        return open_secure_aggregation(exp, partitions)

@@ -1,4 +1,4 @@
-"""The model owner's trainer for real models: `siegecraft.train.local_train` inside a training enclave.
+"""The model owner's trainer for real models: `siegecraft.core.training.local_train` inside a training enclave.
 
 Bundle parameters: model name and options (for `build_model`), TrainConfig fields, the experiment
 seed and a reference to the training function. The per-client seed is the one every executor uses
@@ -15,13 +15,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from siegecraft.data import ImageDataset, load_dataset
-from siegecraft.federated.sampling import client_seed
-from siegecraft.models import build_model, flat_params, load_flat_params
-from siegecraft.train import TrainConfig
+from siegecraft.core.data.image_dataset import ImageDataset
+from siegecraft.core.data.datasets import load_dataset
+from siegecraft.engines.federated.sampling import client_seed
+from siegecraft.core.models import build_model, flat_params, load_flat_params
+from siegecraft.core.training import TrainConfig
 
 TORCH_ENTRYPOINT = "siegecraft.enclave.torch_workload:local_sgd_trainer"
-DEFAULT_TRAIN_FN = "siegecraft.train:local_train"
+DEFAULT_TRAIN_FN = "siegecraft.core.training:local_train"
 
 
 def resolve(reference: str) -> Callable[..., Any]:

@@ -4,16 +4,16 @@
 samples), `uap` (per-class targeted universal perturbations) and `reprogram` (one adversarial program).
 """
 
-from siegecraft.attacks.base import ATTACKS
+from siegecraft.engines.federated.extensions import ATTACKS
 from siegecraft.attacks.baselines.chameleon import Camouflager, Chameleon, ChameleonOptions
 from siegecraft.attacks.baselines.poison import Poison, PoisonOptions
 from siegecraft.attacks.baselines.reprogram import Reprogram, search_program
 from siegecraft.attacks.baselines.uap import UAP, search_uaps
 
-ATTACKS.add("poison", Poison)
-ATTACKS.add("chameleon", Chameleon)
-ATTACKS.add("uap", UAP)
-ATTACKS.add("reprogram", Reprogram)
+ATTACKS.register("poison")(Poison)
+ATTACKS.register("chameleon")(Chameleon)
+ATTACKS.register("uap")(UAP)
+ATTACKS.register("reprogram")(Reprogram)
 
 __all__ = [
     "UAP",

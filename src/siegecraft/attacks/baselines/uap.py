@@ -10,14 +10,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from siegecraft.attacks.base import FederationContext
+from siegecraft.engines.federated.extensions import FederationContext
 from siegecraft.attacks.hijackfl.adversary import HijackAdversary
 from siegecraft.attacks.hijackfl.cloaks import BlendPatterns, ClassSampler, CloakSchedule, blend
 from siegecraft.attacks.hijackfl.execution import CloakedHijacker, Hijacker
 from siegecraft.attacks.hijackfl.mapping import ClassMapping
 from siegecraft.attacks.hijackfl.options import CloakOptions
-from siegecraft.data import ImageDataset
-from siegecraft.models import SiegeModel
+from siegecraft.core.data.image_dataset import ImageDataset
+from siegecraft.core.models import SiegeModel
 
 __all__ = ["UAP", "search_uaps"]
 

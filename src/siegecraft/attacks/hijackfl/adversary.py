@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from siegecraft.attacks.base import Adversary, FederationContext
+from siegecraft.engines.federated.extensions import Adversary, FederationContext
 from siegecraft.attacks.hijackfl.adapter import HijackData, load_hijack_data
 from siegecraft.attacks.hijackfl.anchors import (
     STALLED_CONFIDENCE,
@@ -40,12 +40,13 @@ from siegecraft.attacks.hijackfl.mapping import (
 from siegecraft.attacks.hijackfl.metrics import accuracy
 from siegecraft.attacks.hijackfl.options import HijackFLOptions, HijackOptions
 from siegecraft.attacks.hijackfl.snapshot import Snapshot, frozen_model
-from siegecraft.data import ImageDataset
-from siegecraft.models import SiegeModel
-from siegecraft.train import evaluate
+from siegecraft.core.config import FieldError
+from siegecraft.core.data.image_dataset import ImageDataset
+from siegecraft.core.models import SiegeModel
+from siegecraft.core.training import evaluate
 
 if TYPE_CHECKING:
-    from siegecraft.federated.client import ClientUpdate
+    from siegecraft.engines.federated.client import ClientUpdate
 
 log = logging.getLogger("siegecraft.attacks.hijack")
 
@@ -62,8 +63,24 @@ def default_attack_round(rounds: int) -> int:
 class HijackAdversary(Adversary):
     """Base of every hijacking attack; subclasses implement `build_hijacker` (and maybe `upload`)."""
 
-    options_model: type[HijackOptions] = HijackOptions
+    options_model = HijackOptions
     options: HijackOptions
+    success_metric = "hijack_acc"
+
+    @classmethod
+    def check(cls, options: HijackOptions, exp: Any) -> None:
+        rounds = exp.fl.rounds
+        if options.attack_round and options.attack_round > rounds:
+            raise FieldError(("attack", "options", "attack_round"), options.attack_round,
+                             f"must not exceed fl.rounds = {rounds}")
+
+    @classmethod
+    def check_data(cls, options: HijackOptions, exp: Any, train_set: ImageDataset) -> None:
+        c = train_set.num_classes
+        if options.num_classes > c - 1:
+            raise FieldError(("attack", "options", "num_classes"), options.num_classes,
+                             f"with {c} original classes at most {c - 1} hijacking classes fit "
+                             "(one is the negative class)")
 
     def __init__(self, clients: list[int], options: HijackOptions) -> None:
         super().__init__(clients, options)
@@ -79,12 +96,8 @@ class HijackAdversary(Adversary):
     def setup(self, ctx: FederationContext) -> None:
         rounds = ctx.exp.fl.rounds
         self.attack_round = self.options.attack_round or default_attack_round(rounds)
-        if self.attack_round > rounds:
-            raise ValueError(f"attack.options.attack_round={self.attack_round} exceeds fl.rounds={rounds}")
-        c = ctx.train_set.num_classes
-        if self.options.num_classes > c - 1:
-            raise ValueError(f"attack.options.num_classes={self.options.num_classes}: with {c} original "
-                             f"classes at most {c - 1} hijacking classes fit (one is the negative class)")
+        self.check(self.options, ctx.exp)
+        self.check_data(self.options, ctx.exp, ctx.train_set)
         o = self.options
         self.data = load_hijack_data(
             o.dataset, o.num_classes, ctx.trainer.model.input_shape, samples_per_class=o.samples_per_class,

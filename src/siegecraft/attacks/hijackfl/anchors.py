@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from siegecraft.data import ImageDataset
-from siegecraft.models import SiegeModel
+from siegecraft.core.data.image_dataset import ImageDataset
+from siegecraft.core.models import SiegeModel
 
 __all__ = [
     "STALLED_CONFIDENCE", "FeatureScale", "batched_features", "class_confidence", "mean_anchors",

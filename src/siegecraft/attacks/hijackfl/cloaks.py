@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from siegecraft.attacks.hijackfl.anchors import FeatureScale
-from siegecraft.data import ImageDataset
-from siegecraft.models import SiegeModel
+from siegecraft.core.data.image_dataset import ImageDataset
+from siegecraft.core.models import SiegeModel
 
 __all__ = ["BlendPatterns", "ClassSampler", "CloakSchedule", "CloakView", "blend", "cloak_loss", "search_cloaks"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from siegecraft.defenses.input_squeezing import FeatureSqueezer
-from siegecraft.models import SiegeModel
+from siegecraft.core.models import SiegeModel
 
 __all__ = ["squeeze_detection"]
 

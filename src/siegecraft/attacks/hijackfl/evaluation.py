@@ -13,7 +13,7 @@ from siegecraft.attacks.hijackfl.execution import Hijacker, RawHijacker
 from siegecraft.attacks.hijackfl.figures import confusion_figure, image_grid
 from siegecraft.attacks.hijackfl.metrics import accuracy, confusion_matrix, mean_l2, mean_ssim
 from siegecraft.attacks.hijackfl.options import HijackOptions
-from siegecraft.models import SiegeModel
+from siegecraft.core.models import SiegeModel
 
 __all__ = ["evaluate_hijacker", "figure_rows"]
 

@@ -14,7 +14,7 @@ import torch
 
 from siegecraft.attacks.hijackfl.cloaks import BlendPatterns
 from siegecraft.attacks.hijackfl.mapping import ClassMapping
-from siegecraft.models import SiegeModel
+from siegecraft.core.models import SiegeModel
 
 __all__ = ["CloakedHijacker", "Hijacker", "ProgramHijacker", "RawHijacker"]
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from siegecraft.models import SiegeModel
-from siegecraft.train import predict_logits
+from siegecraft.core.models import SiegeModel
+from siegecraft.core.training import predict_logits
 
 __all__ = ["ClassMapping", "greedy_mapping", "index_mapping", "most_distinct_class", "prediction_counts"]
 

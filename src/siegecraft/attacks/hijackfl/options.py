@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from siegecraft.attacks.base import AttackOptions
+from siegecraft.engines.federated.extensions import AttackOptions
 
 
 class HijackOptions(AttackOptions):

@@ -6,15 +6,15 @@ from pathlib import Path
 
 import torch
 
-from siegecraft.config import Experiment
-from siegecraft.results.rundir import RunDir
+from siegecraft.drivers.experiment import Experiment
+from siegecraft.core.results.rundir import RunDir
 
 __all__ = ["clean_reference"]
 
 
 def clean_reference(exp: Experiment, root: Path) -> dict[str, float]:
     """Train `exp` with attack `none` into `root/reference-<time>/`; returns its final accuracy and loss."""
-    from siegecraft.federated.engine import Federation
+    from siegecraft.engines.federated.engine import Federation
 
     clean = exp.model_copy(update={"attack": exp.attack.model_copy(update={"name": "none", "clients": [],
                                                                             "options": {}})})

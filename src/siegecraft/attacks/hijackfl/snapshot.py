@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from siegecraft.models import SiegeModel, load_flat_params
+from siegecraft.core.models import SiegeModel, load_flat_params
 
 __all__ = ["Snapshot", "frozen_model"]
 

@@ -1,0 +1,42 @@
+"""The topology registry: how drivers find an engine's experiment schema and its runner.
+
+An engine registers a `Topology` subclass with `@TOPOLOGIES.register("name")`; `[topology]` in a config
+picks it. The drivers validate the config with `schema`, call `preflight` (checks that need the data,
+before any run directory exists) and then `run`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from siegecraft.core.config import ExperimentBase
+from siegecraft.core.registry import Registry
+from siegecraft.core.results.rundir import RunDir
+
+Progress = Callable[..., None]
+
+
+class Topology:
+    """One engine's entry point: the experiment model it accepts and how to run one."""
+
+    schema: ClassVar[type[ExperimentBase]] = ExperimentBase
+
+    @classmethod
+    def preflight(cls, exp: Any) -> None:
+        """Checks that need more than the config (e.g. the dataset's class count); raise FieldError."""
+        del exp
+
+    @classmethod
+    def run(cls, exp: Any, run: RunDir, *, progress: Progress | None = None, resume: bool = False) -> dict[str, Any]:
+        """Run `exp` into `run` and return the summary's `final` metrics."""
+        raise NotImplementedError
+
+    @classmethod
+    def success_metric(cls, exp: Any) -> str | None:
+        """The `final` key that measures the configured attack's success (None without an attack)."""
+        del exp
+        return None
+
+
+TOPOLOGIES: Registry[type[Topology]] = Registry("topology")

@@ -1,0 +1,145 @@
+"""The `[serverless]` section (`topology = "serverless"`) and `ServerlessConfig`, what a job resolves to.
+
+Epochs, batch size (fixed mode) and the optimiser come from `[train]`. Example:
+
+    [train]
+    epochs = 3
+    lr = 0.05
+    momentum = 0.9
+
+    [serverless]
+    platform = "emulated"      # or "lithops" (localhost, AWS Lambda, GCP, Kubernetes via [serverless.lithops])
+    store = "redis"            # or "memory"
+    deadline_s = 600           # or budget_usd = 0.05; neither: the fixed workers, memory_mb and train.batch_size
+    [serverless.planner]
+    workers = [1, 2, 4]
+    memory_mb = [1024, 1769, 3538]
+    batch_size = [16, 32, 64]
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from siegecraft.core.config import FieldError
+from siegecraft.core.training import TrainConfig
+from siegecraft.engines.serverless.billing import PriceTable
+from siegecraft.engines.serverless.planner import SearchSpace
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PlannerOptions(_Section):
+    """Search space and knobs of the Bayesian planner."""
+
+    workers: list[int] = Field(default_factory=lambda: [1, 2, 4], min_length=1)
+    memory_mb: list[int] = Field(default_factory=lambda: [1024, 1769, 3538], min_length=1)
+    batch_size: list[int] = Field(default_factory=lambda: [16, 32, 64], min_length=1)
+    trials: int = Field(60, ge=5, description="optuna trials per decision (model evaluations, not real runs)")
+    safety: float = Field(0.05, ge=0, description="extra relative margin on projected time or cost")
+    profile_iterations: int = Field(3, ge=1, description="iterations per profiling probe (their cost counts)")
+    parallel_efficiency: float = Field(0.7, gt=0, le=1, description="speed-up per extra thread above 1 vCPU")
+
+    @model_validator(mode="after")
+    def _positive(self) -> PlannerOptions:
+        for key in ("workers", "memory_mb", "batch_size"):
+            values = getattr(self, key)
+            if any(v < 1 for v in values):
+                raise FieldError((key,), values, "must hold positive integers")
+            setattr(self, key, sorted(set(values)))
+        return self
+
+    def space(self) -> SearchSpace:
+        return SearchSpace(tuple(self.workers), tuple(self.memory_mb), tuple(self.batch_size))
+
+
+class EmulatedOptions(_Section):
+    """Options of the emulated platform (see `siegecraft.engines.serverless.emulated`)."""
+
+    concurrency: int = Field(64, ge=1)
+    keep_alive_s: float = Field(600.0, gt=0)
+    start_method: Literal["forkserver", "spawn"] = "forkserver"
+    network_mb_s: float | None = Field(
+        None, gt=0, description="per-function store bandwidth (None: loopback)"
+    )
+    throttle_cpu: bool = True
+    preload: list[str] = Field(
+        default_factory=lambda: ["torch", "siegecraft.engines.serverless.worker"],
+        description="modules the forkserver imports once, so cold starts fork an initialised runtime",
+    )
+
+
+class FaultOptions(_Section):
+    """Fault injection: kill this fraction of invocations at a random moment (emulated platform)."""
+
+    rate: float = Field(0.0, ge=0, lt=1)
+    seed: int = 0
+
+
+class ServerlessSection(_Section):
+    """`[serverless]`: platform, store, synchronisation, deadline or budget (the optimiser lives in `[train]`)."""
+
+    platform: Literal["emulated", "lithops"] = "emulated"
+    store: Literal["memory", "redis"] = "memory"
+    redis_url: str | None = Field(None, description="use this Redis instead of starting a private one")
+    sync: Literal["scatter_reduce", "central"] = "scatter_reduce"
+    workers: int = Field(2, ge=1, description="fixed mode: concurrent workers")
+    memory_mb: int = Field(1769, ge=128, description="fixed mode: memory per function")
+    deadline_s: float | None = Field(None, gt=0)
+    budget_usd: float | None = Field(None, gt=0)
+    planner: PlannerOptions = Field(default_factory=PlannerOptions)
+    timeout_s: float = Field(900.0, gt=0, le=900, description="per-invocation limit (Lambda: 15 minutes)")
+    sync_timeout_s: float = Field(60.0, gt=0, description="how long a worker waits for a peer's shard")
+    checkpoint_margin_s: float = Field(2.0, ge=0)
+    iterations_per_invocation: int | None = Field(None, ge=1, description="bound the work of one invocation")
+    emulated: EmulatedOptions = Field(default_factory=EmulatedOptions)
+    faults: FaultOptions = Field(default_factory=FaultOptions)
+    prices: PriceTable = Field(default_factory=PriceTable)
+    lithops: dict[str, Any] = Field(default_factory=dict, description="Lithops config dict, passed through")
+    job_id: str | None = Field(None, description="store key prefix; reuse it to resume a job")
+
+    @model_validator(mode="after")
+    def _checks(self) -> ServerlessSection:
+        if self.deadline_s is not None and self.budget_usd is not None:
+            raise FieldError(("budget_usd",), self.budget_usd, "set deadline_s or budget_usd, not both")
+        lo, hi = self.prices.min_memory_mb, self.prices.max_memory_mb
+        if self.adaptive:
+            bad = [m for m in self.planner.memory_mb if not lo <= m <= hi]
+            if bad:
+                raise FieldError(("planner", "memory_mb"), self.planner.memory_mb,
+                                 f"every tier must lie in the platform's [{lo}, {hi}] MB")
+        elif not lo <= self.memory_mb <= hi:
+            raise FieldError(("memory_mb",), self.memory_mb, f"must lie in the platform's [{lo}, {hi}] MB")
+        if self.faults.rate > 0 and self.platform != "emulated":
+            raise FieldError(("faults", "rate"), self.faults.rate, "fault injection needs platform = 'emulated'")
+        most = max(self.planner.workers) if self.adaptive else self.workers
+        roles = most + (1 if self.sync == "central" else 0)
+        if self.platform == "emulated" and roles > self.emulated.concurrency:
+            raise FieldError(("emulated", "concurrency"), self.emulated.concurrency,
+                             f"{roles} functions must run at once (synchronous workers); raise it to {roles}")
+        return self
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether the Bayesian planner chooses configurations (a deadline or a budget is set)."""
+        return self.deadline_s is not None or self.budget_usd is not None
+
+
+class ServerlessConfig(ServerlessSection):
+    """Everything a serverless job uses: the `[serverless]` keys plus epochs, batch size and the optimiser."""
+
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(32, ge=1, description="fixed mode: per-worker batch size")
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+
+    @classmethod
+    def resolve(cls, section: ServerlessSection, train: TrainConfig) -> ServerlessConfig:
+        """The job's settings from `[serverless]` and `[train]`."""
+        keys = ("epochs", "batch_size", "lr", "momentum", "weight_decay")
+        return cls(**section.model_dump(exclude_unset=True), **{k: getattr(train, k) for k in keys})

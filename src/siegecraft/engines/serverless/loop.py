@@ -1,0 +1,185 @@
+"""The epoch loop shared by real jobs and the planner study: profile, decide, run, record, repeat.
+
+It only needs a `PlanExecutor` (run so many iterations with a configuration, return a `Measurement`) and
+a planner, so the same code drives a `TrainingJob` on a function platform and the calibrated
+simulator of `simulate.py`. Its progress is a JSON-able dict the caller persists after every step (the
+store, for real jobs), so a restarted driver continues, re-running an interrupted plan if there was one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any, Protocol
+
+from siegecraft.engines.serverless.observations import Measurement
+from siegecraft.engines.serverless.planner import PlanStep
+from siegecraft.engines.serverless.specs import Config
+
+
+class PlanExecutor(Protocol):
+    """Runs iterations of the job with one configuration."""
+
+    samples_per_epoch: int
+
+    def execute(
+        self, config: Config, *, epoch: int, epoch_offset: int, iterations: int, phase: str
+    ) -> Measurement:
+        """Run `iterations` iterations from sample `epoch_offset` of `epoch`; return what it cost."""
+        ...
+
+
+class Planner(Protocol):
+    mode: str
+    measurements: list[Measurement]
+
+    def profile_configs(self) -> list[Config]: ...
+
+    def observe(self, measurement: Measurement) -> None: ...
+
+    def decide(
+        self, *, elapsed_s: float, spent_usd: float, remaining_samples: int, current: Config | None
+    ) -> PlanStep: ...
+
+
+def new_state() -> dict[str, Any]:
+    """Progress of a job that has not started."""
+    return {
+        "epoch": 0,
+        "offset": 0,
+        "elapsed_s": 0.0,
+        "spent_usd": 0.0,
+        "profile_index": 0,
+        "current": None,
+        "records": [],
+        "measurements": [],
+        "inflight": None,
+    }
+
+
+def restore(planner: Planner, state: dict[str, Any]) -> None:
+    """Give a fresh planner the measurements a previous driver made."""
+    planner.measurements[:] = [Measurement.from_dict(m) for m in state["measurements"]]
+
+
+def drive(
+    executor: PlanExecutor,
+    planner: Planner,
+    *,
+    epochs: int,
+    state: dict[str, Any] | None = None,
+    profile_iterations: int = 3,
+    save: Callable[[dict[str, Any]], None] | None = None,
+    evaluate: Callable[[], dict[str, float]] | None = None,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+    limits: dict[str, float | None] | None = None,
+) -> dict[str, Any]:
+    """Run (or continue) the whole job; returns the final state with one record per plan."""
+    st = state if state is not None else new_state()
+    if st["measurements"] and not planner.measurements:
+        restore(planner, st)
+    n_samples = executor.samples_per_epoch
+    persist = save or (lambda _: None)
+
+    def run(
+        config: Config, iterations: int, phase: str, decision: PlanStep | None, decision_s: float
+    ) -> None:
+        st["inflight"] = {"config": asdict(config), "iterations": iterations, "phase": phase,
+                          "decision": decision.to_dict() if decision else None, "decision_s": decision_s}  # fmt: skip
+        persist(st)
+        m = executor.execute(
+            config, epoch=st["epoch"], epoch_offset=st["offset"], iterations=iterations, phase=phase
+        )
+        planner.observe(m)
+        st["measurements"].append(m.to_dict())
+        st["elapsed_s"] += m.wall_s + decision_s
+        st["spent_usd"] += m.cost_usd
+        st["offset"] += m.samples
+        st["current"] = asdict(config)
+        record = _record(st, m, st["inflight"]["decision"], decision_s, limits or {})
+        if phase == "train":
+            t0 = time.perf_counter()
+            record.update(evaluate() if evaluate else {})
+            record["eval_s"] = time.perf_counter() - t0
+            st["epoch"] += 1
+            st["offset"] = 0
+        st["records"].append(record)
+        st["inflight"] = None
+        persist(st)
+        if on_record:
+            on_record(record)
+
+    if st["inflight"] is not None:  # a previous driver died during this plan: finish it first
+        flight = st["inflight"]
+        decision = _decision_from(flight["decision"]) if flight["decision"] else None
+        run(Config(**flight["config"]), flight["iterations"], flight["phase"], decision, flight["decision_s"])
+    probes = planner.profile_configs()
+    while st["epoch"] == 0 and st["profile_index"] < len(probes):
+        cfg = probes[st["profile_index"]]
+        st["profile_index"] += 1
+        iterations = min(profile_iterations, (n_samples - st["offset"]) // (cfg.workers * cfg.batch_size))
+        if iterations > 0:
+            run(cfg, iterations, "profile", None, 0.0)
+    while st["epoch"] < epochs:
+        t0 = time.perf_counter()
+        current = Config(**st["current"]) if st["current"] else None
+        remaining = epochs * n_samples - (st["epoch"] * n_samples + st["offset"])
+        decision = planner.decide(
+            elapsed_s=st["elapsed_s"], spent_usd=st["spent_usd"], remaining_samples=remaining, current=current
+        )
+        decision_s = time.perf_counter() - t0
+        cfg = decision.config
+        iterations = (n_samples - st["offset"]) // (cfg.workers * cfg.batch_size)
+        if iterations == 0:
+            st["epoch"] += 1
+            st["offset"] = 0
+            continue
+        run(cfg, iterations, "train", decision, decision_s)
+    return st
+
+
+def _decision_from(raw: dict[str, Any]) -> PlanStep:
+    return PlanStep(
+        Config(**raw["config"]), raw["mode"], raw["reason"], raw["projected_finish_s"], raw["projected_cost_usd"],
+        raw["feasible"], None, raw.get("trials", 0),
+    )  # fmt: skip
+
+
+def _record(
+    st: dict[str, Any],
+    m: Measurement,
+    decision: dict[str, Any] | None,
+    decision_s: float,
+    limits: dict[str, Any],
+) -> dict[str, Any]:
+    """One metrics line: configuration, time, cost, projections and the reason for the choice."""
+    return {
+        "epoch": st["epoch"],
+        "phase": m.phase,
+        "workers": m.config.workers,
+        "memory_mb": m.config.memory_mb,
+        "batch_size": m.config.batch_size,
+        "iterations": m.iterations,
+        "samples": m.samples,
+        "time_s": m.wall_s,
+        "cost_usd": m.cost_usd,
+        "elapsed_s": st["elapsed_s"],
+        "spent_usd": st["spent_usd"],
+        "projected_finish_s": decision["projected_finish_s"] if decision else None,
+        "projected_cost_usd": decision["projected_cost_usd"] if decision else None,
+        "feasible": decision["feasible"] if decision else None,
+        "reason": decision["reason"] if decision else "profiling probe",
+        "deadline_s": limits.get("deadline_s"),
+        "budget_usd": limits.get("budget_usd"),
+        "decision_s": decision_s,
+        "startup_s": m.startup_s,
+        "iter_s": m.iter_s,
+        "compute_s": m.compute_s,
+        "comm_s": m.comm_s,
+        "bytes_per_worker": m.bytes_per_worker,
+        "cold_starts": m.cold_starts,
+        "failures": m.failures,
+        "retries": m.retries,
+        "train_loss": m.train_loss,
+    }

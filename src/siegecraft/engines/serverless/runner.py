@@ -1,0 +1,272 @@
+"""Entry points: `train_serverless` (datasets in, result out) and `run_serverless` (the CLI's topology runner).
+
+`run_serverless(exp, run, progress=..., resume=...)` validates the `[serverless]` section, provisions the
+store (the embedded memory store, a private Redis, or `redis_url`) and the platform, trains with the fixed
+configuration or the Bayesian planner, logs one metrics line per plan, draws the figures and returns the
+summary. A private Redis outlives a killed driver, and `resume=True` continues the job from it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+import torch
+
+from siegecraft.core.models import build_model, flat_params
+from siegecraft.core.results import RunDir
+from siegecraft.core.topology import TOPOLOGIES, Progress, Topology
+from siegecraft.core.training import evaluate as evaluate_model
+from siegecraft.core.workload import build_workload
+from siegecraft.engines.serverless import loop
+from siegecraft.engines.serverless.config import ServerlessConfig
+from siegecraft.engines.serverless.experiment import ServerlessExperiment
+from siegecraft.engines.serverless.job import TrainingJob
+from siegecraft.engines.serverless.memory_store import MemoryStoreServer
+from siegecraft.engines.serverless.perf_model import PerformanceModel
+from siegecraft.engines.serverless.platform import FunctionPlatform, make_platform
+from siegecraft.engines.serverless.report import serverless_figures
+from siegecraft.engines.serverless.redis_server import RedisHandle, _is_our_redis, start_redis, stop_redis
+from siegecraft.engines.serverless.planner import BayesianPlanner, FixedPlanner
+from siegecraft.engines.serverless.specs import Config, JobSpec
+from siegecraft.engines.serverless.store import Store, StoreSpec, connect
+
+log = logging.getLogger(__name__)
+STORE_FILE = "serverless_store.json"
+
+
+@dataclass
+class StoreLease:
+    """A store for one job and how to release it (stop the servers this run started)."""
+
+    spec: StoreSpec
+    memory_server: MemoryStoreServer | None = None
+    redis: RedisHandle | None = None
+
+    def release(self) -> None:
+        if self.memory_server is not None:
+            self.memory_server.stop()
+        if self.redis is not None:
+            stop_redis(self.redis)
+
+
+def provision_store(cfg: ServerlessConfig, record: Path | None = None) -> StoreLease:
+    """The configured store; a private Redis is recorded in `record` so a resumed run finds it again."""
+    if cfg.store == "memory":
+        server = MemoryStoreServer()
+        return StoreLease(server.spec, memory_server=server)
+    if cfg.redis_url:
+        url = urlparse(cfg.redis_url)
+        db = int(url.path.strip("/") or 0)
+        return StoreLease(StoreSpec("redis", url.hostname or "127.0.0.1", url.port or 6379, db))
+    if record is not None and record.exists():
+        handle = RedisHandle(**json.loads(record.read_text()))
+        if _is_our_redis(handle.pid, handle.port):
+            return StoreLease(handle.spec, redis=handle)
+    handle = start_redis()
+    if record is not None:
+        record.write_text(json.dumps(asdict(handle)))
+    return StoreLease(handle.spec, redis=handle)
+
+
+def build_platform(cfg: ServerlessConfig) -> FunctionPlatform:
+    """The configured function platform with the config's prices and limits."""
+    if cfg.platform == "emulated":
+        e = cfg.emulated
+        return make_platform(
+            "emulated", prices=cfg.prices, concurrency=e.concurrency, keep_alive_s=e.keep_alive_s,
+            start_method=e.start_method, network_mb_s=e.network_mb_s, throttle_cpu=e.throttle_cpu, preload=e.preload,
+            fault_rate=cfg.faults.rate, fault_seed=cfg.faults.seed,
+        )  # fmt: skip
+    concurrency = max(cfg.planner.workers) if cfg.adaptive else cfg.workers
+    return make_platform("lithops", config=cfg.lithops, prices=cfg.prices, concurrency=concurrency + 1)
+
+
+def build_planner(
+    cfg: ServerlessConfig, model: PerformanceModel, seed: int
+) -> FixedPlanner | BayesianPlanner:
+    if not cfg.adaptive:
+        return FixedPlanner(Config(cfg.workers, cfg.memory_mb, cfg.batch_size), model)
+    s = cfg.planner
+    return BayesianPlanner(
+        s.space(), model, deadline_s=cfg.deadline_s, budget_usd=cfg.budget_usd, trials=s.trials, safety=s.safety,
+        seed=seed,
+    )  # fmt: skip
+
+
+@dataclass
+class ServerlessResult:
+    """Everything a finished (or resumed and finished) job produced."""
+
+    summary: dict[str, Any]
+    records: list[dict[str, Any]]
+    weights: np.ndarray
+    platform_stats: dict[str, Any] = field(default_factory=dict)
+
+
+def train_serverless(
+    cfg: ServerlessConfig,
+    train: Any,
+    *,
+    model: str = "cnn",
+    model_options: dict[str, Any] | None = None,
+    seed: int = 0,
+    test: Any = None,
+    job_id: str | None = None,
+    store: Store | None = None,
+    platform: FunctionPlatform | None = None,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+) -> ServerlessResult:
+    """Train on functions. `train`/`test` need `.x` [N,C,H,W] in [0,1], `.y` and `.num_classes`.
+
+    Pass `store` and `platform` to reuse them (tests, resuming drivers); otherwise they are provisioned
+    from `cfg` and released at the end. A job id already in the store is resumed.
+    """
+    options = dict(model_options or {})
+    n, c, h, _ = train.x.shape
+    torch.manual_seed(seed)
+    net = build_model(model, in_channels=c, num_classes=train.num_classes, image_size=h, **options)
+    init = flat_params(net).numpy()
+    lease = None
+    if store is None:
+        lease = provision_store(cfg)
+        store = connect(lease.spec)
+    own_platform = platform is None
+    platform = platform or build_platform(cfg)
+    try:
+        spec = JobSpec(
+            job_id or cfg.job_id or f"job-{uuid.uuid4().hex[:8]}", store.spec, model, c, train.num_classes, h, n,
+            init.size, cfg.lr, cfg.momentum, cfg.weight_decay, seed, options,
+        )  # fmt: skip
+        job = TrainingJob(
+            spec, store, platform, timeout_s=cfg.timeout_s, sync_timeout_s=cfg.sync_timeout_s,
+            checkpoint_margin_s=cfg.checkpoint_margin_s, iterations_per_invocation=cfg.iterations_per_invocation,
+            sync=cfg.sync,
+        )  # fmt: skip
+        job.initialize(train.x, train.y, init)
+        perf = PerformanceModel(
+            num_params=init.size, samples_per_epoch=n, prices=cfg.prices, sync=cfg.sync,
+            parallel_efficiency=cfg.planner.parallel_efficiency,
+        )  # fmt: skip
+        planner = build_planner(cfg, perf, seed)
+        state = job.state.runner or loop.new_state()
+
+        def save(st: dict[str, Any]) -> None:
+            job.state.runner = st
+            job.save_state()
+
+        final = loop.drive(
+            job, planner, epochs=cfg.epochs, state=state, profile_iterations=cfg.planner.profile_iterations,
+            save=save, evaluate=_evaluator(job, test), on_record=on_record,
+            limits={"deadline_s": cfg.deadline_s, "budget_usd": cfg.budget_usd},
+        )  # fmt: skip
+        weights = job.weights()
+        summary = summarize_run(cfg, final, job)
+        stats = asdict(platform.stats) if hasattr(platform, "stats") else {}
+        job.cleanup()
+        return ServerlessResult(summary, final["records"], weights, stats)
+    finally:
+        if own_platform:
+            platform.close()
+        if lease is not None:
+            store.close()
+            lease.release()
+
+
+def _evaluator(job: TrainingJob, test: Any) -> Callable[[], dict[str, float]] | None:
+    if test is None:
+        return None
+
+    def evaluate() -> dict[str, float]:
+        result = evaluate_model(job.model(), test)
+        return {"accuracy": result.accuracy, "test_loss": result.loss}
+
+    return evaluate
+
+
+def summarize_run(cfg: ServerlessConfig, state: dict[str, Any], job: TrainingJob) -> dict[str, Any]:
+    """Totals, target check and the last accuracy, for summary.json."""
+    records = state["records"]
+    profile = [r for r in records if r["phase"] == "profile"]
+    last = next((r for r in reversed(records) if r["phase"] == "train"), {})
+    totals = job.ledger.totals()
+    out: dict[str, Any] = {
+        "mode": "deadline" if cfg.deadline_s else "budget" if cfg.budget_usd else "fixed",
+        "elapsed_s": state["elapsed_s"],
+        "cost_usd": state["spent_usd"],
+        "profiling_s": sum(r["time_s"] for r in profile),
+        "profiling_cost_usd": sum(r["cost_usd"] for r in profile),
+        "epochs": sum(r["phase"] == "train" for r in records),
+        "invocations": totals.invocations,
+        "cold_starts": totals.cold_starts,
+        "failed_invocations": totals.failures,
+        "accuracy": last.get("accuracy"),
+        "test_loss": last.get("test_loss"),
+        "train_loss": last.get("train_loss"),
+        "platform": cfg.platform,
+        "store": cfg.store,
+        "sync": cfg.sync,
+    }
+    if cfg.deadline_s:
+        out.update(deadline_s=cfg.deadline_s, deadline_met=state["elapsed_s"] <= cfg.deadline_s)
+    if cfg.budget_usd:
+        out.update(budget_usd=cfg.budget_usd, budget_kept=state["spent_usd"] <= cfg.budget_usd)
+    return out
+
+
+def run_serverless(
+    exp: ServerlessExperiment, run: RunDir, *, progress: Progress | None = None, resume: bool = False
+) -> dict[str, Any]:
+    """Run a validated serverless experiment into `run` and return the summary's `final` metrics."""
+    cfg = exp.settings()
+    work = build_workload(exp)
+    lease = provision_store(cfg, run.path / STORE_FILE if cfg.store == "redis" else None)
+    store = connect(lease.spec)
+    if resume:
+        run.truncate_metrics(lambda r: False)
+    total = cfg.epochs
+
+    def on_record(record: dict[str, Any]) -> None:
+        run.log_metrics(record)
+        if progress is not None and record["phase"] == "train":
+            progress(
+                step=record["epoch"] + 1, total=total, accuracy=record.get("accuracy"), cost_usd=record["spent_usd"],
+                elapsed_s=record["elapsed_s"], config=f"{record['workers']}x{record['memory_mb']}MB/b{record['batch_size']}",
+            )  # fmt: skip
+
+    try:
+        result = train_serverless(
+            cfg, work.train, model=exp.model.name, model_options=exp.model.options, seed=exp.seed, test=work.test,
+            job_id=cfg.job_id or f"{exp.name}-{run.path.name}", store=store, on_record=on_record,
+        )  # fmt: skip
+    finally:
+        store.close()
+        lease.release()
+        (run.path / STORE_FILE).unlink(missing_ok=True)
+    if resume:  # the metrics file is rewritten from the job's own records, which survived in the store
+        run.truncate_metrics(lambda r: False)
+        for record in result.records:
+            run.log_metrics(record)
+    figures = serverless_figures(
+        result.records, run.figures, deadline_s=cfg.deadline_s, budget_usd=cfg.budget_usd
+    )
+    return {**result.summary, "figures": [str(p) for p in figures], "platform_stats": result.platform_stats}
+
+
+@TOPOLOGIES.register("serverless")
+class ServerlessTopology(Topology):
+    """SMLT: data-parallel training on functions, planned to meet a deadline or a budget."""
+
+    schema = ServerlessExperiment
+
+    @classmethod
+    def run(cls, exp: ServerlessExperiment, run: RunDir, *, progress: Progress | None = None,
+            resume: bool = False) -> dict[str, Any]:
+        return run_serverless(exp, run, progress=progress, resume=resume)

@@ -1,0 +1,301 @@
+"""The training function: one invocation runs one role of a plan for as many iterations as its time allows.
+
+Each iteration of a compute role: read the n weight shards of iteration `it`, compute the gradient on its
+slice of the global batch, write one gradient shard per aggregator. Each iteration of an aggregating role
+(worker j in scatter-reduce, the extra function in central mode): wait for shard j from every worker,
+average them in worker order (bit-identical whatever the arrival order), apply SGD with momentum to weight
+shard j and write shard j of iteration it+1. Then the role records `done = it` and garbage-collects the
+shard history it owns (two iterations back, which nobody can still need).
+
+A re-invoked role resumes at `done + 1`; every value it rewrites is identical to the first write, so crashes,
+kills and timeouts change nothing but time and money. Before the time limit the function returns
+"checkpoint" and the driver invokes it again.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from siegecraft.core.models import build_model, load_flat_params
+from siegecraft.engines.serverless import context, data_blob
+from siegecraft.engines.serverless.layout import JobKeys, from_bytes, split, to_bytes
+from siegecraft.engines.serverless.specs import JobSpec, PlanSpec, WorkerTask
+from siegecraft.engines.serverless.store import Store, connect
+
+_MODELS: dict[tuple, nn.Module] = {}
+_PERMUTATIONS: dict[tuple[int, int, int], np.ndarray] = {}
+
+
+class Stalled(TimeoutError):
+    """A peer's key did not appear in time (the peer crashed or was killed); the driver re-invokes."""
+
+    def __init__(self, missing: list[str]) -> None:
+        super().__init__(f"{len(missing)} key(s) missing, first {missing[0]!r}")
+        self.missing = missing
+
+
+@dataclass
+class RoleStats:
+    """What one invocation did and where its time went (the planner's measurements)."""
+
+    role: int
+    status: str = "done"
+    next_it: int = 0
+    iterations: int = 0
+    setup_s: float = 0.0
+    read_s: float = 0.0
+    compute_s: float = 0.0
+    scatter_s: float = 0.0
+    reduce_s: float = 0.0
+    loss_sum: float = 0.0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    setup_bytes: int = 0
+    first_start: float = 0.0
+    last_end: float = 0.0
+    warm_cache: bool = False
+    missing: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def model_for(job: JobSpec) -> nn.Module:
+    """The job's model, built once per container (warm invocations reuse it)."""
+    key = (
+        job.model,
+        job.in_channels,
+        job.num_classes,
+        job.image_size,
+        tuple(sorted(job.model_options.items())),
+    )
+    if key not in _MODELS:
+        _MODELS.clear()
+        _MODELS[key] = build_model(
+            job.model,
+            in_channels=job.in_channels,
+            num_classes=job.num_classes,
+            image_size=job.image_size,
+            **job.model_options,
+        )
+    return _MODELS[key]
+
+
+def permutation(seed: int, epoch: int, num_samples: int) -> np.ndarray:
+    """The sample order of an epoch: the same in every function, every re-run and every driver."""
+    key = (seed, epoch, num_samples)
+    if key not in _PERMUTATIONS:
+        if len(_PERMUTATIONS) > 4:
+            _PERMUTATIONS.clear()
+        _PERMUTATIONS[key] = np.random.default_rng([seed, epoch]).permutation(num_samples)
+    return _PERMUTATIONS[key]
+
+
+def batch_indices(job: JobSpec, plan: PlanSpec, it: int, worker: int) -> np.ndarray:
+    """Worker `worker`'s slice of the global batch of iteration `it`."""
+    b, n = plan.config.batch_size, plan.config.workers
+    start = plan.epoch_offset + (it - plan.start_it) * n * b + worker * b
+    return permutation(job.seed, plan.epoch, job.num_samples)[start : start + b]
+
+
+def flat_grad(model: nn.Module) -> torch.Tensor:
+    """Gradients laid out like `flat_params` (zeros for floating buffers, which SGD leaves alone)."""
+    params = dict(model.named_parameters())
+    parts = []
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if not tensor.is_floating_point():
+            continue
+        param = params.get(name)
+        grad = param.grad if param is not None else None
+        parts.append(grad.reshape(-1) if grad is not None else torch.zeros(tensor.numel()))
+    return torch.cat(parts).to(torch.float32)
+
+
+def gradient(
+    model: nn.Module, weights: np.ndarray, x: torch.Tensor, y: torch.Tensor
+) -> tuple[np.ndarray, float]:
+    """Mean cross-entropy gradient of the batch at `weights`, and the batch loss."""
+    load_flat_params(model, torch.from_numpy(weights.copy()))
+    model.train()
+    model.zero_grad(set_to_none=True)
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    return flat_grad(model).numpy(), float(loss.item())
+
+
+def sgd_step(
+    w: np.ndarray, m: np.ndarray, g: np.ndarray, *, lr: float, momentum: float, weight_decay: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """torch.optim.SGD's update (dampening 0, no Nesterov) on one shard."""
+    if weight_decay:
+        g = g + np.float32(weight_decay) * w
+    m_new = np.float32(momentum) * m + g if momentum else g
+    return (w - np.float32(lr) * m_new).astype(np.float32), m_new.astype(np.float32)
+
+
+def wait_for(
+    store: Store, keys: list[str], timeout_s: float, have: dict[str, bytes] | None = None
+) -> list[bytes]:
+    """Values of `keys`, polling (0.5 ms doubling to 10 ms) until all exist; raises `Stalled` on timeout."""
+    values = dict(have or {})
+    missing = [k for k in keys if k not in values]
+    deadline, delay = time.monotonic() + timeout_s, 0.0005
+    while missing:
+        for key, value in zip(missing, store.get_many(missing)):
+            if value is not None:
+                values[key] = value
+        missing = [k for k in missing if k not in values]
+        if not missing:
+            break
+        if time.monotonic() > deadline:
+            raise Stalled(missing)
+        time.sleep(delay)
+        delay = min(delay * 2, 0.01)
+    return [values[k] for k in keys]
+
+
+def train_worker(task: WorkerTask) -> dict[str, Any]:
+    """Deployable entry point: run `task.role` of `task.plan` until done, a checkpoint, or a stall."""
+    job, plan, role = task.job, task.plan, task.role
+    ctx = context.current()
+    stats = RoleStats(role=role, next_it=plan.start_it)
+    start = time.perf_counter()
+    store = connect(job.store, network_mb_s=ctx.network_mb_s)
+    try:
+        _run_role(task, store, stats, start)
+    except Stalled as exc:
+        stats.status, stats.missing = "stalled", exc.missing[:4]
+    finally:
+        stats.bytes_sent = store.traffic.sent
+        stats.bytes_received = store.traffic.received - stats.setup_bytes
+        store.close()
+    return stats.to_dict()
+
+
+def _run_role(task: WorkerTask, store: Store, stats: RoleStats, start: float) -> None:
+    job, plan, role = task.job, task.plan, task.role
+    ctx = context.current()
+    keys, name, n = JobKeys(job.job), plan.name, plan.config.workers
+    computes, agg = plan.computes(role), plan.aggregates(role)
+    x = y = model = None
+    if computes and not job.synthetic_gradients:
+        stats.warm_cache = data_blob.is_cached(store, keys)
+        x, y = data_blob.fetch(store, keys)
+        model = model_for(job)
+        torch.manual_seed(job.seed)
+    done = store.get(keys.done(name, role))
+    it = max(plan.start_it, int(done) + 1) if done is not None else plan.start_it
+    stats.next_it = it
+    stats.setup_s = time.perf_counter() - start
+    stats.setup_bytes = store.traffic.received
+    own_w: dict[int, np.ndarray] = {}
+    own_m: dict[int, np.ndarray] = {}
+    slowest = 0.0
+    while it < plan.end_it:
+        remaining = ctx.remaining_s()
+        bounded = task.max_iterations is not None and stats.iterations >= task.max_iterations
+        if bounded or remaining < task.checkpoint_margin_s + 1.5 * slowest:
+            stats.status = "checkpoint"
+            return
+        budget = max(0.1, min(task.sync_timeout_s, remaining - task.checkpoint_margin_s))
+        t_iter = time.perf_counter()
+        if stats.iterations == 0:
+            stats.first_start = time.time()
+        own_grad = None
+        if computes:
+            own_grad = _compute_and_scatter(task, store, it, own_w, budget, stats, model, x, y)
+        if agg is not None:
+            t0 = time.perf_counter()
+            _reduce_shard(task, store, it, agg, own_grad, own_w, own_m, budget)
+            stats.reduce_s += time.perf_counter() - t0
+        store.put(keys.done(name, role), str(it).encode())
+        if agg is not None and it - 1 >= plan.start_it:
+            old = [keys.weights(name, it - 1, agg), keys.momentum(name, it - 1, agg)]
+            old += [keys.grad(name, it - 1, i, agg) for i in range(n) if i != role]
+            store.delete(old)
+        own_w.pop(it, None)
+        own_m.pop(it, None)
+        it += 1
+        stats.iterations += 1
+        stats.next_it = it
+        stats.last_end = time.time()
+        slowest = max(slowest, time.perf_counter() - t_iter)
+
+
+def _compute_and_scatter(
+    task: WorkerTask,
+    store: Store,
+    it: int,
+    own_w: dict[int, np.ndarray],
+    budget: float,
+    stats: RoleStats,
+    model: nn.Module | None,
+    x: torch.Tensor | None,
+    y: torch.Tensor | None,
+) -> np.ndarray | None:
+    """Read the weights of iteration `it`, compute this worker's gradient, write its shards for the other
+    aggregators; returns the shard this role aggregates itself (None if it aggregates nothing)."""
+    job, plan, role = task.job, task.plan, task.role
+    keys, name, agg = JobKeys(job.job), plan.name, plan.aggregates(role)
+    t0 = time.perf_counter()
+    wkeys = [keys.weights(name, it, k) for k in range(plan.shards)]
+    have = {wkeys[agg]: to_bytes(own_w[it])} if agg is not None and it in own_w else {}
+    shards = [from_bytes(s) for s in wait_for(store, wkeys, budget, have)]
+    weights = np.concatenate(shards)
+    t1 = time.perf_counter()
+    if job.synthetic_gradients:
+        grad, loss = (weights * np.float32(1e-3)).astype(np.float32), 0.0
+    else:
+        idx = torch.from_numpy(batch_indices(job, plan, it, role))
+        grad, loss = gradient(model, weights, x[idx], y[idx])  # type: ignore[arg-type,index]
+    t2 = time.perf_counter()
+    parts = split(grad, plan.shards)
+    store.put_many({keys.grad(name, it, role, k): to_bytes(parts[k]) for k in range(plan.shards) if k != agg})
+    stats.read_s += t1 - t0
+    stats.compute_s += t2 - t1
+    stats.scatter_s += time.perf_counter() - t2
+    stats.loss_sum += loss
+    if agg is None:
+        return None
+    own_w.setdefault(it, shards[agg])
+    return parts[agg]
+
+
+def _reduce_shard(
+    task: WorkerTask,
+    store: Store,
+    it: int,
+    agg: int,
+    own_grad: np.ndarray | None,
+    own_w: dict[int, np.ndarray],
+    own_m: dict[int, np.ndarray],
+    budget: float,
+) -> None:
+    """Average shard `agg` over all workers, step it, and write weights and momentum of iteration it+1."""
+    job, plan, role = task.job, task.plan, task.role
+    keys, name, n = JobKeys(job.job), plan.name, plan.config.workers
+    peers = [i for i in range(n) if not (i == role and own_grad is not None)]
+    received = dict(zip(peers, wait_for(store, [keys.grad(name, it, i, agg) for i in peers], budget)))
+    total: np.ndarray | None = None
+    for i in range(n):
+        part = own_grad if i not in received else from_bytes(received[i])
+        total = part.copy() if total is None else total + part
+    avg = (total / np.float32(n)).astype(np.float32)  # type: ignore[operator]
+    if it not in own_w or it not in own_m:
+        w_raw, m_raw = wait_for(store, [keys.weights(name, it, agg), keys.momentum(name, it, agg)], budget)
+        own_w.setdefault(it, from_bytes(w_raw))
+        own_m[it] = from_bytes(m_raw)
+    w_new, m_new = sgd_step(
+        own_w[it], own_m[it], avg, lr=job.lr, momentum=job.momentum, weight_decay=job.weight_decay
+    )
+    store.put_many(
+        {keys.weights(name, it + 1, agg): to_bytes(w_new), keys.momentum(name, it + 1, agg): to_bytes(m_new)}
+    )
+    own_w[it + 1], own_m[it + 1] = w_new, m_new

@@ -1,6 +1,0 @@
-"""Run directories, metrics logs, figures and the HTML report."""
-
-from siegecraft.results.report import build_report, summary_table
-from siegecraft.results.rundir import RunDir, Stopwatch, package_versions
-
-__all__ = ["RunDir", "Stopwatch", "build_report", "package_versions", "summary_table"]

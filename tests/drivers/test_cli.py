@@ -1,0 +1,78 @@
+"""The command line, end to end on a tiny config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from siegecraft.drivers.cli import app
+from siegecraft.core.config import to_toml
+
+from tests.conftest import tiny_raw
+
+runner = CliRunner()
+
+
+def _write(tmp_path: Path, raw: dict) -> Path:
+    path = tmp_path / "exp.toml"
+    path.write_text(to_toml(raw))
+    return path
+
+
+def test_run_writes_a_complete_run_directory(tmp_path: Path) -> None:
+    cfg = _write(tmp_path, tiny_raw(output={"report": True}))
+    res = runner.invoke(app, ["run", str(cfg), "--set", "fl.rounds=2", "--out", str(tmp_path / "runs"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    names = {p.name for p in run_dir.iterdir()}
+    assert {"config.toml", "metrics.jsonl", "summary.json", "figures", "report.html"} <= names
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["seed"] == 3 and "torch" in summary["versions"] and summary["wall_time_s"] > 0
+    assert 0 <= summary["final"]["accuracy"] <= 1
+    assert "rounds = 2" in (run_dir / "config.toml").read_text()
+    assert "accuracy" in res.output
+    rebuilt = runner.invoke(app, ["report", str(run_dir)])
+    assert rebuilt.exit_code == 0 and "report.html" in rebuilt.output
+
+
+def test_bad_config_fails_before_work(tmp_path: Path) -> None:
+    cfg = _write(tmp_path, tiny_raw())
+    res = runner.invoke(app, ["run", str(cfg), "--set", "fl.rounds=-2", "--out", str(tmp_path / "runs")])
+    assert res.exit_code == 2
+    assert "fl.rounds = -2" in res.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_data_partition_prints_class_counts(tmp_path: Path) -> None:
+    cfg = _write(tmp_path, tiny_raw())
+    res = runner.invoke(app, ["data", "partition", str(cfg)])
+    assert res.exit_code == 0, res.output
+    assert res.output.count("\n") >= 5
+
+
+def test_data_list_names_datasets() -> None:
+    res = runner.invoke(app, ["data", "list"])
+    assert res.exit_code == 0 and "fashion_mnist" in res.output and "digits" in res.output
+
+
+def test_serverless_redis_start_and_stop() -> None:
+    import shutil
+    import socket
+
+    import pytest
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server binary not installed")
+    res = runner.invoke(app, ["serverless", "redis", "start"])
+    assert res.exit_code == 0, res.output
+    pidfile = res.output.split("pidfile")[-1].strip()
+    port = int(res.output.split("redis://127.0.0.1:")[1].split()[0])
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+        s.sendall(b"PING\r\n")
+        assert s.recv(16).startswith(b"+PONG")
+    res = runner.invoke(app, ["serverless", "redis", "stop", pidfile])
+    assert res.exit_code == 0 and "stopped" in res.output, res.output
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()

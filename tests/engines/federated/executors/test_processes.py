@@ -1,0 +1,85 @@
+"""The processes executor: same updates as inline, resident workers, failures raised instead of hanging."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from siegecraft.drivers.experiment import build_experiment
+from siegecraft.engines.federated import Federation
+from siegecraft.core.results import RunDir
+from siegecraft.drivers.runner import run_experiment
+from siegecraft.engines.federated.executors import EXECUTORS, ProcessExecutor
+
+from tests.conftest import tiny_raw
+
+
+def _final_weights(tmp_path: Path, executor: str, **fl: int) -> tuple[torch.Tensor, list[dict]]:
+    raw = tiny_raw(fl={"rounds": 2, **fl}, runtime={"executor": executor, "workers": 2})
+    run = run_experiment(build_experiment(raw), out_root=tmp_path / executor)
+    metrics = [{k: v for k, v in r.items() if k != "round_s"} for r in run.read_metrics()]
+    return torch.load(run.path / "final_weights.pt"), metrics
+
+
+@pytest.fixture
+def federation(tmp_path: Path) -> Federation:
+    return Federation(build_experiment(tiny_raw(fl={"clients": 6})), RunDir.create(tmp_path, "fed"))
+
+
+def test_registered_executors() -> None:
+    assert {"inline", "processes", "ray"} <= set(EXECUTORS.names())
+
+
+def test_processes_give_the_same_aggregated_weights_as_inline_after_two_rounds(tmp_path: Path) -> None:
+    inline, inline_metrics = _final_weights(tmp_path, "inline")
+    procs, procs_metrics = _final_weights(tmp_path, "processes")
+    assert torch.equal(inline, procs)
+    assert procs_metrics == inline_metrics
+
+
+def test_updates_come_back_in_the_requested_order_from_resident_workers(federation: Federation) -> None:
+    ex = ProcessExecutor(workers=2)
+    ex.start(federation.trainer)
+    try:
+        pids = [p.pid for p in ex.procs]
+        w = federation.global_weights
+        first = ex.run(1, w, [4, 0, 2])
+        assert [u.client_id for u in first] == [4, 0, 2]
+        for u in first:
+            expected = federation.trainer.train(u.client_id, 1, w)
+            assert torch.equal(u.update, expected.update) and u.num_samples == expected.num_samples
+        second = ex.run(2, w + first[0].update, [1, 4])
+        assert [u.client_id for u in second] == [1, 4]
+        assert not torch.equal(second[1].update, first[0].update)  # new round, new weights, new seed
+        assert [p.pid for p in ex.procs] == pids and all(p.is_alive() for p in ex.procs)
+    finally:
+        procs = list(ex.procs)
+        ex.close()
+    assert procs and not any(p.is_alive() for p in procs)
+
+
+def test_a_failing_client_raises_with_the_worker_traceback(federation: Federation) -> None:
+    ex = ProcessExecutor(workers=1)
+    ex.start(federation.trainer)
+    procs = list(ex.procs)
+    with pytest.raises(RuntimeError, match=r"client 99 failed in round 1(.|\n)*IndexError"):
+        ex.run(1, federation.global_weights, [99])
+    assert not ex.procs and not any(p.is_alive() for p in procs)
+
+
+def test_a_dead_worker_is_reported_not_waited_for(federation: Federation) -> None:
+    ex = ProcessExecutor(workers=1)
+    ex.start(federation.trainer)
+    ex.procs[0].kill()  # our own child, by its handle
+    ex.procs[0].join(timeout=10)
+    with pytest.raises(RuntimeError, match="worker died"):
+        ex.run(1, federation.global_weights, [0])
+
+
+def test_run_before_start_and_bad_worker_count_are_errors() -> None:
+    with pytest.raises(RuntimeError, match="start"):
+        ProcessExecutor().run(1, torch.zeros(3), [0])
+    with pytest.raises(ValueError, match="workers"):
+        ProcessExecutor(workers=0)

@@ -1,0 +1,52 @@
+"""The same `FunctionPlatform` interface over Lithops' localhost backend (skipped without lithops)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from siegecraft.engines.serverless import probes
+from siegecraft.engines.serverless.memory_store import MemoryStoreServer
+from siegecraft.engines.serverless.store import connect
+
+lithops = pytest.importorskip("lithops")
+
+
+@pytest.fixture(scope="module")
+def lithops_platform() -> Iterator:
+    from siegecraft.engines.serverless.lithops_platform import LithopsPlatform
+
+    with LithopsPlatform(concurrency=4) as p:
+        yield p
+
+
+def test_lithops_invocations_return_results_and_billing_records(lithops_platform) -> None:
+    results = lithops_platform.map(probes.echo, [1, {"a": 2}], memory_mb=1024, timeout_s=60)
+    assert [r.result for r in results] == [1, {"a": 2}]
+    for r in results:
+        assert r.ok and r.billing.memory_mb == 1024 and r.billing.billed_ms >= 1 and r.billing.cost_usd > 0
+    bad = lithops_platform.invoke(probes.fail, "boom", 1024, 60)
+    assert bad.kind == "error" and "boom" in bad.error
+
+
+def test_lithops_functions_reach_the_embedded_store(
+    lithops_platform, memory_server: MemoryStoreServer
+) -> None:
+    inv = lithops_platform.invoke(probes.store_put, (memory_server.spec, "t/lithops", b"ok"), 1024, 60)
+    assert inv.ok and inv.result == 2, inv.error
+    with connect(memory_server.spec) as store:
+        assert store.get("t/lithops") == b"ok"
+        store.delete(["t/lithops"])
+
+
+def test_lithops_config_passes_through_with_local_defaults() -> None:
+    from siegecraft.engines.serverless.lithops_platform import lithops_config
+
+    aws = lithops_config(
+        {"lithops": {"backend": "aws_lambda"}, "aws": {"region": "eu-west-1"}}, "localhost", "localhost", 8
+    )
+    assert aws["lithops"]["backend"] == "aws_lambda" and aws["aws"] == {"region": "eu-west-1"}
+    assert "localhost" not in aws
+    local = lithops_config(None, "localhost", "localhost", 8)
+    assert local["localhost"]["worker_processes"] == 8

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from siegecraft.drivers.experiment import build_experiment
 from siegecraft.core.data.datasets import load_dataset
-from siegecraft.core.data import partition
+from siegecraft.core.data.partition import partition
 from siegecraft.engines.federated.sampling import client_seed
 from siegecraft.core.models import build_model
 from siegecraft.drivers.runner import run_experiment

@@ -30,7 +30,7 @@ import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from siegecraft.attacks.game_of_threads import GameOfThreadsConfig
+from siegecraft.attacks.game_of_threads import GameOfThreadsAttack, GameOfThreadsConfig
 from siegecraft.core.data.image_dataset import ImageDataset
 from siegecraft.core.data.datasets import load_dataset
 from siegecraft.engines.hogwild.config import HogwildConfig
@@ -152,7 +152,8 @@ class Bench:
     def run(self, label: str, attack: GameOfThreadsConfig | None, defenses: tuple[str, ...] = (),
             options: dict[str, Any] | None = None) -> dict[str, Any]:
         t0 = time.perf_counter()
-        s = train_hogwild(self.cfg, attack, defenses, train=self.train, val=self.val,
+        adversary = GameOfThreadsAttack(attack) if attack is not None else None
+        s = train_hogwild(self.cfg, adversary, defenses, train=self.train, val=self.val,
                           model=make_model(self.args.width), defense_options=options, seed=self.args.seed)
         row = {
             "label": label, "defenses": list(defenses),

@@ -1,4 +1,4 @@
-"""Helpers for studies that run many hijacking attacks on one federation (benchmark, ablations).
+"""Helpers for studies that run many hijacking attacks on one federation (hijackfl_table.py, ablations).
 
 An attacked run can resume the clean run's checkpoint of the round before its attack round: no attack
 acts earlier, and the engine resumes bit-exactly, so the result equals a full run with that adversary

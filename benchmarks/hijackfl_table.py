@@ -25,7 +25,7 @@ from typing import Any
 import tomllib
 import torch
 
-from siegecraft.attacks.hijackfl.study import attack_config, run_attack, run_clean
+from hijackfl_study import attack_config, run_attack, run_clean  # benchmarks/hijackfl_study.py
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "experiments" / "hijackfl" / "fmnist_mnist.toml"

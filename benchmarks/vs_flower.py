@@ -69,7 +69,7 @@ def client_data(limit: int | None) -> tuple[Any, list]:
     """The training set and the same IID partition siegecraft uses, loaded once per process."""
     if "train" not in _CACHE:
         from siegecraft.core.data.datasets import load_dataset
-        from siegecraft.core.data import partition
+        from siegecraft.core.data.partition import partition
 
         train = load_dataset("fashion_mnist", "train")
         if limit:

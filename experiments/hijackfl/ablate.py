@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import tomllib
 
-from siegecraft.attacks.hijackfl.study import attack_config, run_attack, run_clean
 from siegecraft.core.config import apply_overrides
 from siegecraft.core.results import RunDir
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1] / "benchmarks"))  # the study helpers live with the benchmarks
+from hijackfl_study import attack_config, run_attack, run_clean  # noqa: E402
 RUNS = HERE.parents[1] / "runs" / "hijackfl_ablations"
 COLUMNS = ("hijack_acc", "no_cloak_acc", "utility", "ssim", "l2", "time_cloaks_s")
 

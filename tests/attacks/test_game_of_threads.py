@@ -7,11 +7,13 @@ import signal
 import pytest
 import torch
 
-from siegecraft.attacks.game_of_threads import GameOfThreadsConfig, planted_runs
+from siegecraft.attacks.game_of_threads import GameOfThreadsAttack, GameOfThreadsConfig, planted_runs
 from siegecraft.core.data.image_dataset import ImageDataset
 from siegecraft.core.data.datasets import load_dataset
 from siegecraft.engines.hogwild.config import HogwildConfig
-from siegecraft.engines.hogwild.runner import parse_attack, train_hogwild
+from siegecraft.core.config import ConfigError
+from siegecraft.drivers.experiment import build_experiment
+from siegecraft.engines.hogwild.runner import train_hogwild
 from siegecraft.core.models import SiegeModel, build_model
 
 
@@ -43,7 +45,8 @@ def _v1(**overrides: object) -> GameOfThreadsConfig:
 
 def _run(data, cfg, attack=None, defenses=(), options=None) -> dict:
     train, val = data
-    return train_hogwild(cfg, attack, defenses, train=train, val=val, model=_model(), defense_options=options)
+    adversary = GameOfThreadsAttack(attack) if attack is not None else None
+    return train_hogwild(cfg, adversary, defenses, train=train, val=val, model=_model(), defense_options=options)
 
 
 def _events(summary: dict) -> list[str]:
@@ -113,11 +116,12 @@ def test_config_validation():
         _v1().check_against(_cfg("free"), 10)
     with pytest.raises(ValueError, match="needs at least one more"):
         GameOfThreadsConfig(variant=2, n_held=3).check_against(_cfg("gated", workers=3), 10)
-    with pytest.raises(ValueError, match="attack.options.bais"):
-        parse_attack("game_of_threads", {"bais": 0.3})
-    with pytest.raises(ValueError, match="does not apply"):
-        parse_attack("hijackfl", {})
-    assert parse_attack("none", {}) is None
+    raw = {"topology": "hogwild", "hogwild": {"scheduler": "gated"}}
+    with pytest.raises(ConfigError, match="attack.options.bais = 0.3: unknown key; allowed keys: bias"):
+        build_experiment({**raw, "attack": {"name": "game_of_threads", "options": {"bais": 0.3}}})
+    with pytest.raises(ConfigError, match="attack.name = 'hijackfl': unknown hogwild attack"):
+        build_experiment({**raw, "attack": {"name": "hijackfl"}})
+    assert build_experiment(raw).attack.name == "none"
 
 
 def test_planted_runs_are_staggered_in_the_capture_window():

@@ -27,15 +27,15 @@ def test_mock_is_the_only_built_in_backend_and_says_it_simulates() -> None:
 
 
 def test_config_refuses_an_unknown_backend_naming_key_value_and_choices() -> None:
-    assert build_experiment(RAW, check_sections=False).secure.attestation == "mock"  # the default
+    assert build_experiment(RAW).secure.attestation == "mock"  # the default
     with pytest.raises(ConfigError) as info:
-        build_experiment({**RAW, "secure": {**RAW["secure"], "attestation": "sgx-dcap"}}, check_sections=False)
+        build_experiment({**RAW, "secure": {**RAW["secure"], "attestation": "sgx-dcap"}})
     message = str(info.value)
     assert "secure.attestation = 'sgx-dcap'" in message and "allowed: mock" in message
 
 
 def test_the_backend_travels_from_the_experiment_to_the_session() -> None:
-    exp = build_experiment({**RAW, "secure": {**RAW["secure"], "attestation": "mock"}}, check_sections=False)
+    exp = build_experiment({**RAW, "secure": {**RAW["secure"], "attestation": "mock"}})
     spec = spec_from_experiment(exp, [np.arange(3), np.arange(3, 6)])
     assert spec.attestation == "mock"
     bad = CitadelSpec(dataset="fashion_mnist", data_options={}, data_dir=None, partitions=[np.arange(2)] * 2,

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from siegecraft.drivers.experiment import Experiment
+from siegecraft.engines.federated.config import FederatedExperiment
 from siegecraft.enclave.federated_bridge import open_secure_aggregation, spec_from_experiment
 from siegecraft.core.models import build_model, flat_params
 
 
-def experiment(**secure: object) -> Experiment:
-    return Experiment.model_validate({
+def experiment(**secure: object) -> FederatedExperiment:
+    return FederatedExperiment.model_validate({
         "seed": 3, "data": {"dataset": "fashion_mnist"}, "model": {"name": "cnn", "options": {"width": 4, "hidden": 8}},
         "train": {"lr": 0.1, "steps": 2, "batch_size": 8}, "fl": {"clients": 3, "rounds": 1},
         "secure": {"aggregation": "zero_sum", "fanout": 2, **secure}})
@@ -25,7 +25,7 @@ def test_spec_carries_the_experiment() -> None:
     assert spec.model_options == {"in_channels": 1, "num_classes": 10, "image_size": 28, "width": 4, "hidden": 8}
     assert spec.train["lr"] == 0.1 and spec.train["steps"] == 2 and spec.seed == 3
     assert spec.fanout == 2 and spec.on_dropout == "abort" and spec.data_options == {}
-    adapted = Experiment.model_validate({**experiment().model_dump(), "model": {"name": "cnn", "image_size": 32,
+    adapted = FederatedExperiment.model_validate({**experiment().model_dump(), "model": {"name": "cnn", "image_size": 32,
                                                                                 "channels": 3}})
     spec = spec_from_experiment(adapted, parts)
     assert spec.data_options == {"channels": 3, "size": 32}

@@ -1,1 +1,1 @@
-"""x"""
+"""The drivers layer: run one experiment (`runner`), many (`matrix`, `sweep`), load plugins, the CLI."""

@@ -163,7 +163,7 @@ def data_list() -> None:
     """Which datasets are available on this machine, and where."""
     from rich.table import Table
 
-    from siegecraft.core.data import dataset_status
+    from siegecraft.core.data.fetch import dataset_status
 
     table = Table("dataset", "available", "where")
     for name, ok, where in dataset_status():
@@ -177,7 +177,7 @@ def data_fetch(
     data_dir: Annotated[Path | None, typer.Option(help="target data directory")] = None,
 ) -> None:
     """Download a dataset from its official source (needs the internet)."""
-    from siegecraft.core.data import fetch
+    from siegecraft.core.data.fetch import fetch
 
     try:
         path = fetch(name, data_dir)
@@ -191,7 +191,7 @@ def data_partition(
     config: Annotated[Path, typer.Argument(help="experiment TOML file")], set_: SetOpt = None, plugin: PluginOpt = None
 ) -> None:
     """Print the per-client class counts the config's partition produces."""
-    from siegecraft.core.data import class_counts, format_class_counts, partition
+    from siegecraft.core.data.partition import class_counts, format_class_counts, partition
     from siegecraft.core.data.datasets import load_dataset
 
     try:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from siegecraft.core.data import FetchError, dataset_status, fetch
+from siegecraft.core.data.fetch import FetchError, dataset_status, fetch
 from siegecraft.core.data.datasets import load_dataset
 from siegecraft.core.data import paths as data_paths
 from siegecraft.core.data.fetch import REMOTES, Remote, _idx_remotes

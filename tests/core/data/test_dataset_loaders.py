@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from siegecraft.core.data.datasets import DATASETS, load_dataset
-from siegecraft.core.data import DatasetNotFoundError
+from siegecraft.core.data.paths import DatasetNotFoundError
 from siegecraft.core.data import paths as data_paths
 from siegecraft.core.data.datasets import stratified_split
 
@@ -157,7 +157,7 @@ def test_missing_fashion_mnist_mentions_apt(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_default_data_dir_follows_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from siegecraft.core.data import default_data_dir
+    from siegecraft.core.data.paths import default_data_dir
 
     monkeypatch.setenv("SIEGECRAFT_DATA", str(tmp_path))
     assert default_data_dir() == tmp_path

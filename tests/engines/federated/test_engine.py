@@ -107,3 +107,11 @@ def test_sampling_is_deterministic_and_round_robin_covers_everyone() -> None:
 def test_fraction_sampling_in_a_run(tmp_path: Path) -> None:
     run = run_experiment(build_experiment(tiny_raw(fl={"rounds": 2, "fraction": 0.5})), out_root=tmp_path)
     assert all(len(r["clients"]) == 2 for r in run.read_metrics())
+
+
+def test_train_lr_drives_federated_clients(tmp_path: Path) -> None:
+    """`[train] lr` is every client's local learning rate: a different lr, a different global model."""
+    low = run_experiment(build_experiment(tiny_raw(fl={"rounds": 1}, train={"lr": 0.01})), out_root=tmp_path / "a")
+    high = run_experiment(build_experiment(tiny_raw(fl={"rounds": 1}, train={"lr": 0.2})), out_root=tmp_path / "b")
+    assert not torch.equal(torch.load(low.path / "final_weights.pt"), torch.load(high.path / "final_weights.pt"))
+    assert _metrics_bytes(low)[0]["loss"] != _metrics_bytes(high)[0]["loss"]

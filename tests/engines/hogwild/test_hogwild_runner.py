@@ -9,9 +9,7 @@ import pytest
 
 from siegecraft.core.config import ConfigError
 from siegecraft.drivers.experiment import build_experiment, load_experiment
-from siegecraft.engines.hogwild.runner import run_hogwild
 from siegecraft.drivers.runner import run_experiment
-from siegecraft.topologies import validate_sections
 
 EXPERIMENTS = Path(__file__).resolve().parents[3] / "experiments" / "hogwild"
 
@@ -21,8 +19,8 @@ def _raw(**attack_options: object) -> dict:
         "name": "tiny-got", "seed": 3, "topology": "hogwild",
         "data": {"dataset": "fashion_mnist", "train_limit": 640, "test_limit": 200},
         "model": {"name": "cnn", "options": {"width": 8, "hidden": 32}},
-        "hogwild": {"workers": 2, "epochs": 2, "lr": 0.1, "momentum": 0.9, "batch_size": 32,
-                    "lr_milestones": [1.0], "scheduler": "gated", "eval_every_steps": 20},
+        "train": {"epochs": 2, "lr": 0.1, "momentum": 0.9, "batch_size": 32, "lr_milestones": [1.0]},
+        "hogwild": {"workers": 2, "scheduler": "gated", "eval_every_steps": 20},
         "attack": {"name": "game_of_threads", "options": attack_options},
         "defense": {"names": ["bounded_staleness"], "options": {"bounded_staleness": {"max_staleness": 8}}},
         "output": {"report": True},
@@ -31,7 +29,6 @@ def _raw(**attack_options: object) -> dict:
 
 def test_run_experiment_writes_metrics_summary_and_timeline_figure(tmp_path):
     exp = build_experiment(_raw(variant=1, target_label=6, bias=1.0, conditioned_share=1.0))
-    validate_sections(exp)
     seen: list[dict] = []
     run = run_experiment(exp, out_root=tmp_path, progress=lambda **kw: seen.append(kw))
     summary = json.loads(run.summary_file.read_text())
@@ -49,24 +46,37 @@ def test_run_experiment_writes_metrics_summary_and_timeline_figure(tmp_path):
 
 @pytest.mark.parametrize(("change", "message"), [
     ({"attack": {"name": "game_of_threads", "options": {"variant": 1, "n_held": 2}}}, "variant 2 dials"),
-    ({"defense": {"names": ["bounded-stalenes"]}}, "unknown async defense 'bounded-stalenes'"),
+    ({"defense": {"names": ["bounded-stalenes"]}}, r"defense.names.0 = 'bounded-stalenes': not an async defense"),
     ({"defense": {"names": ["update_norm_filter"], "options": {"update_norm_filter": {"k": 0.5}}}},
-     "update_norm_filter.k"),
-    ({"hogwild": {"scheduler": "free"}}, "os_signals"),
+     "defense.options.update_norm_filter.k"),
+    ({"hogwild": {"scheduler": "free"}}, "hogwild.scheduler = 'free'.*os_signals"),
+    ({"fl": {"rounds": 2}}, "fl: unknown key; allowed keys: attack, data, defense, hogwild"),
+    ({"train": {"steps": 5}}, "train.steps = 5: not used by topology 'hogwild'"),
 ])
 def test_bad_hogwild_experiments_fail_before_any_work(change, message):
     raw = _raw(variant=1, bias=1.0)
     for key, value in change.items():
-        raw[key] = {**raw[key], **value} if key == "hogwild" else value
+        raw[key] = {**raw[key], **value} if key in raw and key == "hogwild" else value
     with pytest.raises(ConfigError, match=message):  # caught by config validation, before any work
         build_experiment(raw)
-    exp = build_experiment(raw, check_sections=False)
-    with pytest.raises(ValueError, match=message):
-        run_hogwild(exp, run=None)  # type: ignore[arg-type]  # the runner re-checks before touching data
 
 
 @pytest.mark.parametrize("path", sorted(EXPERIMENTS.glob("*.toml")), ids=lambda p: p.stem)
 def test_shipped_experiments_validate(path):
     exp = load_experiment(path)
-    validate_sections(exp)
-    assert exp.topology == "hogwild" and exp.hogwild["workers"] == 4
+    assert exp.topology == "hogwild" and exp.hogwild.workers == 4
+
+
+def _final_loss(raw: dict, tmp_path: Path, lr: float) -> float:
+    exp = build_experiment({**raw, "train": {**raw["train"], "lr": lr}, "output": {"report": False}})
+    run = run_experiment(exp, out_root=tmp_path / f"lr{lr}")
+    return json.loads(run.summary_file.read_text())["final"]["loss"]
+
+
+def test_train_lr_drives_hogwild(tmp_path):
+    """The one `[train]` section is what Hogwild workers optimise with: a different lr, a different model."""
+    raw = _raw()
+    raw["attack"], raw["defense"] = {"name": "none"}, {}
+    raw["data"] = {**raw["data"], "train_limit": 256}
+    raw["hogwild"] = {**raw["hogwild"], "eval_every_steps": 1000}
+    assert _final_loss(raw, tmp_path, 0.02) != _final_loss(raw, tmp_path, 0.2)

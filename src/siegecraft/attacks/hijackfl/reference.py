@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from siegecraft.drivers.experiment import Experiment
+from siegecraft.engines.federated.config import FederatedExperiment as Experiment
 from siegecraft.core.results.rundir import RunDir
 
 __all__ = ["clean_reference"]

@@ -1,37 +1,6 @@
 """Datasets (images in [0, 1] as `ImageDataset`), their loaders and downloads, and client partitioners.
 
-Note: `siegecraft.core.data.partition` and `siegecraft.core.data.fetch` as attributes are the functions; use
-`from siegecraft.core.data.partition import ...` (or importlib) to reach those modules.
+Import from the submodules: `datasets` (`DATASETS`, `load_dataset`), `image_dataset` (`ImageDataset`),
+`partition` (`PARTITIONERS`, `partition`), `fetch`, `paths`. This package imports nothing, so torch-free
+tools such as `python -m siegecraft.core.data.setup_system` start without torch.
 """
-
-from __future__ import annotations
-
-from siegecraft.core.data.fetch import FetchError, dataset_status, fetch
-from siegecraft.core.data.partition import (
-    PARTITIONERS,
-    EmptyPartitionError,
-    class_counts,
-    format_class_counts,
-    partition,
-)
-from siegecraft.core.data.paths import DatasetNotFoundError, default_data_dir
-
-from siegecraft.core.data.datasets import DATASETS, load_dataset
-from siegecraft.core.data.image_dataset import ImageDataset
-
-__all__ = [
-    "DATASETS",
-    "PARTITIONERS",
-    "DatasetNotFoundError",
-    "EmptyPartitionError",
-    "FetchError",
-    "ImageDataset",
-    "class_counts",
-    "dataset_status",
-    "default_data_dir",
-    "fetch",
-    "format_class_counts",
-    "load_dataset",
-    "partition",
-]
-

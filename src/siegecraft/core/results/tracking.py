@@ -13,12 +13,10 @@ import math
 import os
 import time
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from siegecraft.core.config import ExperimentBase as Experiment
 from siegecraft.core.results.rundir import RunDir
-
-if TYPE_CHECKING:
-    from siegecraft.drivers.experiment import Experiment
 
 STEP_KEYS = ("round", "epoch", "step")
 MLFLOW_BATCH = 100  # MLflow accepts at most 100 params (and 1000 metrics) per log_batch call

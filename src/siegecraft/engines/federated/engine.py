@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from siegecraft.core.data.image_dataset import ImageDataset
-from siegecraft.core.data import partition
+from siegecraft.core.data.partition import partition
 from siegecraft.core.topology import TOPOLOGIES, Progress, Topology
 from siegecraft.core.workload import load_splits
 from siegecraft.engines.federated.config import FederatedExperiment

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from siegecraft.core.data.image_dataset import ImageDataset
-from siegecraft.defenses.async_defenses import AsyncDefense
+from siegecraft.engines.hogwild.extensions import AsyncDefense
 from siegecraft.engines.hogwild.config import HogwildConfig
 from siegecraft.engines.hogwild.data_order import PlantedRun, steps_per_epoch
 from siegecraft.engines.hogwild.metrics import SnapshotEvaluator

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from siegecraft.defenses.async_defenses import AsyncDefense, PendingUpdate
+from siegecraft.engines.hogwild.extensions import AsyncDefense, PendingUpdate
 from siegecraft.engines.hogwild.config import HogwildConfig
 from siegecraft.engines.hogwild.data_order import DataOrder, PlantedRun
 from siegecraft.engines.hogwild.optimizer import build_optimizer, prospective_update_norm

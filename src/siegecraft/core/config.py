@@ -39,7 +39,7 @@ class FieldError(ValueError):
         self.path = tuple(path)
         self.value = value
         self.allowed = allowed
-        super().__init__(f"{'.'.join(map(str, self.path))} = {value!r}: {allowed}")
+        super().__init__(f"{key_path(self.path)} = {value!r}: {allowed}")
 
 
 class Section(BaseModel):
@@ -185,18 +185,25 @@ def _allowed_keys(model: Any, loc: tuple[Any, ...]) -> list[str] | None:
     return sorted(fields) if fields else None
 
 
+def key_path(loc: Sequence[str | int]) -> str:
+    """A location as users write it: `defense.names[0]`, `attack.options.attack_round`."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
 def describe_error(e: dict[str, Any], model: Any) -> str:
     """One pydantic error as `key = value: what is allowed`, with the full key path."""
     loc = tuple(e["loc"])
     cause = (e.get("ctx") or {}).get("error")
     if isinstance(cause, FieldError):
-        path = ".".join(str(p) for p in (*loc, *cause.path))
-        return f"{path} = {cause.value!r}: {cause.allowed}"
-    path = ".".join(str(p) for p in loc) or "(top level)"
+        return f"{key_path((*loc, *cause.path))} = {cause.value!r}: {cause.allowed}"
+    path = key_path(loc) or "(top level)"
     if e["type"] == "extra_forbidden":
         allowed = _allowed_keys(model, loc)
         hint = f"allowed keys: {', '.join(allowed)}" if allowed else "not a known key"
-        return f"{path}: unknown key; {hint}"
+        return f"{path} = {e.get('input')!r}: unknown key; {hint}"
     msg = e["msg"].removeprefix("Value error, ")
     value = e.get("input")
     shown = "" if isinstance(value, dict) else f" = {value!r}"

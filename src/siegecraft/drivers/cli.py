@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from siegecraft.core.config import ConfigError
@@ -29,7 +30,9 @@ PluginOpt = Annotated[
 
 
 def _fail(msg: str) -> None:
-    err_console.print(f"[bold red]error:[/] {msg}", highlight=False)
+    """Print `error: <msg>` as exactly one line on stderr (never wrapped, markup-safe) and exit with 2."""
+    line = " ".join(part.strip() for part in str(msg).splitlines() if part.strip()) or "unknown error"
+    err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 

@@ -8,15 +8,19 @@ path, the value and what is allowed.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, TypeAlias
 
 from pydantic import ValidationError
 
 from siegecraft.core.config import ConfigError, ExperimentBase, FieldError, apply_overrides, format_validation_error, read_toml
-from siegecraft.core.data.paths import DatasetNotFoundError
+from siegecraft.core.data.datasets import DATASETS
+from siegecraft.core.data.paths import DatasetNotFoundError, resolve_data_dir
+from siegecraft.core.models.catalog import build_model
 from siegecraft.core.topology import TOPOLOGIES, Topology
-from siegecraft.drivers.plugins import load_all
+from siegecraft.core.workload import load_splits
+from siegecraft.drivers.plugins import load_all, load_plugins
 from siegecraft.engines.federated.config import FederatedExperiment
 from siegecraft.engines.hogwild.experiment import HogwildExperiment
 from siegecraft.engines.serverless.experiment import ServerlessExperiment
@@ -38,7 +42,8 @@ def build_experiment(raw: dict[str, Any], plugins: list[str] | None = None) -> E
     listed = raw.get("plugins", [])
     if not isinstance(listed, list) or not all(isinstance(p, str) for p in listed):
         raise ConfigError(f"plugins = {listed!r}: must be a list of module names")
-    load_all([*(plugins or []), *listed])
+    load_all(plugins or [])  # --plugin modules, named as such in errors
+    load_plugins(listed, key="plugins")
     schema = topology_of(raw).schema
     try:
         return schema.model_validate(raw)
@@ -53,9 +58,46 @@ def load_experiment(
     return build_experiment(apply_overrides(read_toml(path), overrides or []), plugins)
 
 
+def _named_option(err: Exception, options: dict[str, Any]) -> str | None:
+    """The option key an error message names (as a whole word), or the only option set; else None."""
+    named = next((k for k in options if re.search(rf"\b{re.escape(k)}\b", str(err))), None)
+    return named or (next(iter(options)) if len(options) == 1 else None)
+
+
+def check_workload(exp: ExperimentBase) -> None:
+    """The dataset is there and loads with `[data]`'s options, and the model builds for it (FieldError)."""
+    d, m = exp.data, exp.model
+    try:
+        DATASETS.get(d.dataset).locate(resolve_data_dir(d.data_dir))
+    except DatasetNotFoundError as err:
+        where = err.expected[0].parent if err.expected else resolve_data_dir(d.data_dir)
+        raise FieldError(("data", "dataset"), d.dataset,
+                         f"not found under {where}; run: siegecraft data fetch {d.dataset}") from None
+    try:
+        train, _ = load_splits(exp)
+    except (ValueError, TypeError) as err:
+        key = _named_option(err, d.options)
+        path, value = (("data", "options", key), d.options[key]) if key else (("data", "dataset"), d.dataset)
+        raise FieldError(path, value, f"the dataset rejects it ({err})") from None
+    c, h, _ = train.shape
+    try:
+        build_model(m.name, in_channels=m.channels or c, num_classes=train.num_classes, image_size=m.image_size or h,
+                    **m.options)
+    except (ValueError, TypeError) as err:
+        key = _named_option(err, m.options)
+        path, value = (("model", "options", key), m.options[key]) if key else (("model", "name"), m.name)
+        raise FieldError(path, value, f"the model rejects it ({err})") from None
+
+
+def _one_line(err: Exception) -> str:
+    """An error's message on one line."""
+    return " ".join(part.strip() for part in str(err).splitlines() if part.strip())
+
+
 def preflight(exp: ExperimentBase) -> None:
     """Checks that need the data (before any run directory exists); ConfigError on a mistake."""
     try:
+        check_workload(exp)
         TOPOLOGIES.get(exp.topology).preflight(exp)
     except (FieldError, DatasetNotFoundError) as err:
-        raise ConfigError(str(err)) from None
+        raise ConfigError(_one_line(err)) from None

@@ -57,18 +57,19 @@ def load_plugins(modules: Iterable[str], *, key: str = "plugins") -> None:
         if module in _loaded or module in sys.modules:
             _loaded.add(module)
             continue
+        named = f"{key} {module!r}" if key.startswith("--") else f"{key}[{i}] = {module!r}"
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as err:
-            raise ConfigError(f"{key}[{i}] = {module!r}: module not found ({err.name}); it must be importable "
+            raise ConfigError(f"{named}: module not found ({err.name}); it must be importable "
                               "(installed, or on PYTHONPATH)") from None
         except Exception as err:
-            raise ConfigError(f"{key}[{i}] = {module!r}: import failed ({type(err).__name__}: {err})") from None
+            raise ConfigError(f"{named}: import failed ({type(err).__name__}: {err})") from None
         _loaded.add(module)
 
 
-def load_all(modules: Iterable[str] = ()) -> None:
-    """Built-ins, installed entry points, then the named plugin modules."""
+def load_all(modules: Iterable[str] = (), *, key: str = "--plugin") -> None:
+    """Built-ins, installed entry points, then the named plugin modules (errors name them as `key`)."""
     load_builtins()
     load_entry_points()
-    load_plugins(modules)
+    load_plugins(modules, key=key)

@@ -41,6 +41,7 @@ from siegecraft.attacks.hijackfl.metrics import accuracy
 from siegecraft.attacks.hijackfl.options import HijackFLOptions, HijackOptions
 from siegecraft.attacks.hijackfl.snapshot import Snapshot, frozen_model
 from siegecraft.core.config import FieldError
+from siegecraft.core.data.datasets import DATASETS
 from siegecraft.core.data.image_dataset import ImageDataset
 from siegecraft.core.models import SiegeModel
 from siegecraft.core.training import evaluate
@@ -69,6 +70,9 @@ class HijackAdversary(Adversary):
 
     @classmethod
     def check(cls, options: HijackOptions, exp: Any) -> None:
+        if options.dataset not in DATASETS:
+            raise FieldError(("attack", "options", "dataset"), options.dataset,
+                             f"unknown dataset; known: {', '.join(DATASETS.names())}")
         rounds = exp.fl.rounds
         if options.attack_round and options.attack_round > rounds:
             raise FieldError(("attack", "options", "attack_round"), options.attack_round,

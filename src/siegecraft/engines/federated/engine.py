@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from siegecraft.core.data.image_dataset import ImageDataset
+from siegecraft.core.config import FieldError
 from siegecraft.core.data.partition import partition
 from siegecraft.core.topology import TOPOLOGIES, Progress, Topology
 from siegecraft.core.workload import load_splits
@@ -198,9 +199,20 @@ class FederatedTopology(Topology):
 
     @classmethod
     def preflight(cls, exp: FederatedExperiment) -> None:
+        train, _ = load_splits(exp)
+        d = exp.data
+        clients_data = server_root_split(train, exp)[0] if exp.defense.names else train  # as the run splits it
+        params = d.partition_params()
+        try:
+            partition(clients_data.y, exp.fl.clients, d.partition, seed=exp.seed, **params)
+        except ValueError as err:
+            key = next((k for k in ("min_partition_size", "classes_per_client", "alpha") if k in params
+                        and k in str(err)), "partition")
+            raise FieldError(("data", key), getattr(d, key),
+                             f"cannot split {len(clients_data)} training samples over fl.clients = "
+                             f"{exp.fl.clients} with it ({err})") from None
         if exp.attack.name != "none":
             attack = ATTACKS.get(exp.attack.name)
-            train, _ = load_splits(exp)
             attack.check_data(attack.options_model.model_validate(exp.attack.options), exp, train)
 
     @classmethod

@@ -19,6 +19,7 @@ Epochs, batch size (fixed mode) and the optimiser come from `[train]`. Example:
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -121,6 +122,9 @@ class ServerlessSection(_Section):
         if self.platform == "emulated" and roles > self.emulated.concurrency:
             raise FieldError(("emulated", "concurrency"), self.emulated.concurrency,
                              f"{roles} functions must run at once (synchronous workers); raise it to {roles}")
+        if self.platform == "lithops" and importlib.util.find_spec("lithops") is None:
+            raise FieldError(("platform",), self.platform,
+                             "needs the lithops package: pip install 'siegecraft[serverless]' (or use 'emulated')")
         return self
 
     @property

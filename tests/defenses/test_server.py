@@ -31,7 +31,7 @@ def _one_torch_thread() -> Iterator[None]:
 @pytest.mark.parametrize(
     ("defense", "message"),
     [
-        ({"names": ["norm_clipping"]}, "defense.names.0 = 'norm_clipping': not a federated defense; known: adaptive_norm_clip, fltrust"),
+        ({"names": ["norm_clipping"]}, "defense.names\\[0\\] = 'norm_clipping': not a federated defense; known: adaptive_norm_clip, fltrust"),
         ({"names": ["norm_clip"], "options": {"norm_clip": {"max": 1}}}, "defense.options.norm_clip.max"),
         ({"aggregator": "krum", "options": {"ff": 2}}, "defense.options.ff = 2: not an option of aggregator 'krum'; allowed: f"),
         ({"options": {"fltrust": {"root_size": 10}}}, "'fltrust' is not in defense.names"),

@@ -267,17 +267,12 @@ def test_unknown_plugin_in_the_config_exits_2(fresh_plugin: None, tmp_path: Path
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.xfail(strict=False, reason="src/siegecraft/drivers/cli.py `_fail`: rich wraps the message at the "
-                   "console width (80 columns when stderr is not a terminal), so the one-line error spans two")
 def test_plugin_error_is_a_single_line(fresh_plugin: None, tmp_path: Path) -> None:
     res = runner.invoke(app, ["run", str(write_config(tmp_path, plugins=["no_such_mod"])), "-q"])
     assert res.exit_code == 2
     assert len(res.stderr.strip().splitlines()) == 1, res.stderr
 
 
-@pytest.mark.xfail(strict=False, reason="src/siegecraft/drivers/experiment.py build_experiment merges --plugin "
-                   "and the config's plugins into one list before load_plugins, so a bad config entry is "
-                   "reported as plugins[1] (its index after the --plugin modules)")
 def test_config_plugin_error_names_its_own_index(fresh_plugin: None, tmp_path: Path) -> None:
     cfg = write_config(tmp_path, plugins=["no_such_mod"])
     res = runner.invoke(app, ["run", str(cfg), "--plugin", PLUGIN, "-q", "--out", str(tmp_path / "out")])

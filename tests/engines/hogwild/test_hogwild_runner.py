@@ -46,11 +46,11 @@ def test_run_experiment_writes_metrics_summary_and_timeline_figure(tmp_path):
 
 @pytest.mark.parametrize(("change", "message"), [
     ({"attack": {"name": "game_of_threads", "options": {"variant": 1, "n_held": 2}}}, "variant 2 dials"),
-    ({"defense": {"names": ["bounded-stalenes"]}}, r"defense.names.0 = 'bounded-stalenes': not an async defense"),
+    ({"defense": {"names": ["bounded-stalenes"]}}, r"defense.names\[0\] = 'bounded-stalenes': not an async defense"),
     ({"defense": {"names": ["update_norm_filter"], "options": {"update_norm_filter": {"k": 0.5}}}},
      "defense.options.update_norm_filter.k"),
     ({"hogwild": {"scheduler": "free"}}, "hogwild.scheduler = 'free'.*os_signals"),
-    ({"fl": {"rounds": 2}}, "fl: unknown key; allowed keys: attack, data, defense, hogwild"),
+    ({"fl": {"rounds": 2}}, "fl = {.rounds.: 2}: unknown key; allowed keys: attack, data, defense, hogwild"),
     ({"train": {"steps": 5}}, "train.steps = 5: not used by topology 'hogwild'"),
 ])
 def test_bad_hogwild_experiments_fail_before_any_work(change, message):

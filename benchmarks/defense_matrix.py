@@ -31,9 +31,9 @@ from typing import Any
 
 import torch
 
-from siegecraft.engines.federated.extensions import ATTACKS
 from siegecraft.drivers.experiment import build_experiment, load_experiment
 from siegecraft.drivers.matrix import MatrixResult, run_matrix
+from siegecraft.engines.federated.extensions import ATTACKS
 
 RESULTS = Path(__file__).parent / "results" / "defense_matrix.json"
 TOLERANCE = 0.03  # "within 3 points"

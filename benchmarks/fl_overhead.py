@@ -18,13 +18,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from siegecraft.drivers.experiment import build_experiment
 from siegecraft.core.data.datasets import load_dataset
 from siegecraft.core.data.partition import partition
-from siegecraft.engines.federated.sampling import client_seed
 from siegecraft.core.models import build_model
-from siegecraft.drivers.runner import run_experiment
 from siegecraft.core.training import evaluate
+from siegecraft.drivers.experiment import build_experiment
+from siegecraft.drivers.runner import run_experiment
+from siegecraft.engines.federated.sampling import client_seed
 
 OUT = Path(__file__).resolve().parent / "results" / "fl_overhead.json"
 CLIENTS, ROUNDS, SEED, LR, BATCH = 20, 3, 0, 0.05, 64

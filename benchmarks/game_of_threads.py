@@ -31,14 +31,14 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from siegecraft.attacks.game_of_threads import GameOfThreadsAttack, GameOfThreadsConfig
-from siegecraft.core.data.image_dataset import ImageDataset
 from siegecraft.core.data.datasets import load_dataset
+from siegecraft.core.data.image_dataset import ImageDataset
+from siegecraft.core.models import SiegeModel, build_model
 from siegecraft.engines.hogwild.config import HogwildConfig
 from siegecraft.engines.hogwild.data_order import binomial_tail
-from siegecraft.engines.hogwild.trainer import HogwildTrainer
 from siegecraft.engines.hogwild.optimizer import warm_up_optimizer
 from siegecraft.engines.hogwild.runner import train_hogwild
-from siegecraft.core.models import SiegeModel, build_model
+from siegecraft.engines.hogwild.trainer import HogwildTrainer
 
 RESULTS = Path(__file__).resolve().parent / "results"
 OUT = RESULTS / "game_of_threads.json"

@@ -75,8 +75,8 @@ STAGES: dict[str, list[tuple[str, dict[str, Any]]]] = {
 def export(run_dirs: list[Path], out: Path) -> None:
     """What the screen needs from each HijackFL run directory, in one torch file."""
     from siegecraft.attacks.hijackfl.adapter import load_hijack_data
-    from siegecraft.drivers.experiment import build_experiment
     from siegecraft.core.workload import build_workload
+    from siegecraft.drivers.experiment import build_experiment
 
     feds = {}
     for run in run_dirs:

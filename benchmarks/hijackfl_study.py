@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from siegecraft.engines.federated.extensions import ATTACKS
 from siegecraft.attacks.hijackfl.adversary import default_attack_round
-from siegecraft.drivers.experiment import build_experiment
 from siegecraft.core.results import RunDir
+from siegecraft.drivers.experiment import build_experiment
 from siegecraft.drivers.runner import run_experiment
+from siegecraft.engines.federated.extensions import ATTACKS
 
 __all__ = ["attack_config", "clean_config", "fork_run", "options_for", "run_attack", "run_clean"]
 

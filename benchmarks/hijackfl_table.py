@@ -24,7 +24,6 @@ from typing import Any
 
 import tomllib
 import torch
-
 from hijackfl_study import attack_config, run_attack, run_clean  # benchmarks/hijackfl_study.py
 
 ROOT = Path(__file__).resolve().parents[1]

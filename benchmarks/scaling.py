@@ -129,8 +129,8 @@ class TreeMonitor:
 
 # -- one measurement -------------------------------------------------------------------------------
 def measure(executor: str, clients: int) -> dict[str, Any]:
-    from siegecraft.drivers.experiment import build_experiment
     from siegecraft.core.models import build_model, num_params
+    from siegecraft.drivers.experiment import build_experiment
     from siegecraft.drivers.runner import run_experiment
 
     exp = build_experiment(config(executor, clients))

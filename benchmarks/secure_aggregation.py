@@ -76,9 +76,9 @@ _WORKER: dict[str, Any] = {}
 
 def _train_one(model: Any, data: Any, cfg: Any, seed: int, rnd: int, client: int, weights: Any) -> Any:
     """The same training function every path uses: local_train from the global weights, return the delta."""
-    from siegecraft.engines.federated.sampling import client_seed
     from siegecraft.core.models import flat_params, load_flat_params
     from siegecraft.core.training import local_train
+    from siegecraft.engines.federated.sampling import client_seed
 
     load_flat_params(model, weights)
     local_train(model, data, cfg, seed=client_seed(seed, rnd, client))
@@ -141,10 +141,10 @@ def end_to_end(parties: int, rounds: int, part_size: int, seed: int) -> dict[str
     import torch
 
     from siegecraft.core.data.datasets import load_dataset
-    from siegecraft.enclave import FixedPointCodec
-    from siegecraft.enclave.deployment import CitadelRuntime, CitadelSpec
     from siegecraft.core.models import build_model, flat_params
     from siegecraft.core.training import TrainConfig
+    from siegecraft.enclave import FixedPointCodec
+    from siegecraft.enclave.deployment import CitadelRuntime, CitadelSpec
 
     torch.set_num_threads(1)  # the kernels the enclaves use, so all three paths compute the same numbers
     train = load_dataset("fashion_mnist", "train")

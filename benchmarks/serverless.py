@@ -35,9 +35,9 @@ from siegecraft.engines.serverless.config import ServerlessConfig
 from siegecraft.engines.serverless.emulated import EmulatedPlatform
 from siegecraft.engines.serverless.job import TrainingJob
 from siegecraft.engines.serverless.perf_model import PerformanceModel
+from siegecraft.engines.serverless.planner import BayesianPlanner, FixedPlanner, SearchSpace
 from siegecraft.engines.serverless.redis_server import RedisHandle, start_redis, stop_redis
 from siegecraft.engines.serverless.runner import train_serverless
-from siegecraft.engines.serverless.planner import BayesianPlanner, FixedPlanner, SearchSpace
 from siegecraft.engines.serverless.simulated_platform import GroundTruth, SimulatedExecutor
 from siegecraft.engines.serverless.specs import Config, JobSpec
 from siegecraft.engines.serverless.store import Store, connect

@@ -104,8 +104,8 @@ def flower_client_fn(context: Any) -> Any:
     import torch
     from flwr.client import NumPyClient
 
-    from siegecraft.engines.federated.sampling import client_seed
     from siegecraft.core.training import TrainConfig, local_train
+    from siegecraft.engines.federated.sampling import client_seed
 
     torch.set_num_threads(1)
     cid = int(context.node_config["partition-id"])

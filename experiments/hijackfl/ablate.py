@@ -28,7 +28,8 @@ from siegecraft.core.results import RunDir
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1] / "benchmarks"))  # the study helpers live with the benchmarks
-from hijackfl_study import attack_config, run_attack, run_clean  # noqa: E402
+from hijackfl_study import attack_config, run_attack, run_clean
+
 RUNS = HERE.parents[1] / "runs" / "hijackfl_ablations"
 COLUMNS = ("hijack_acc", "no_cloak_acc", "utility", "ssim", "l2", "time_cloaks_s")
 

@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from siegecraft.attacks.game_of_threads import GameOfThreadsAttack, GameOfThreadsConfig, planted_runs
-from siegecraft.core.data.image_dataset import ImageDataset
-from siegecraft.core.data.datasets import load_dataset
-from siegecraft.engines.hogwild.config import HogwildConfig
 from siegecraft.core.config import ConfigError
-from siegecraft.drivers.experiment import build_experiment
-from siegecraft.engines.hogwild.runner import train_hogwild
+from siegecraft.core.data.datasets import load_dataset
+from siegecraft.core.data.image_dataset import ImageDataset
 from siegecraft.core.models import SiegeModel, build_model
+from siegecraft.drivers.experiment import build_experiment
+from siegecraft.engines.hogwild.config import HogwildConfig
+from siegecraft.engines.hogwild.runner import train_hogwild
 
 
 @pytest.fixture(scope="module")

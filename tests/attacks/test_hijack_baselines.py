@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from siegecraft.engines.federated.extensions import ATTACKS
 from siegecraft.attacks.baselines import Camouflager, Chameleon, Poison, search_program, search_uaps
 from siegecraft.attacks.baselines.chameleon import (
     ChameleonOptions,
@@ -17,14 +16,14 @@ from siegecraft.attacks.baselines.chameleon import (
 )
 from siegecraft.attacks.hijackfl import CloakSchedule, greedy_mapping, load_hijack_data, prediction_counts
 from siegecraft.attacks.hijackfl.execution import CloakedHijacker, ProgramHijacker, RawHijacker
-from siegecraft.drivers.experiment import build_experiment
 from siegecraft.core.data.datasets import load_dataset
-from siegecraft.engines.federated import Federation
 from siegecraft.core.models import SiegeModel, build_model
 from siegecraft.core.results import RunDir
-from siegecraft.drivers.runner import run_experiment
 from siegecraft.core.training import TrainConfig, local_train
-
+from siegecraft.drivers.experiment import build_experiment
+from siegecraft.drivers.runner import run_experiment
+from siegecraft.engines.federated import Federation
+from siegecraft.engines.federated.extensions import ATTACKS
 from tests.conftest import tiny_raw
 
 FAST = {"num_classes": 3, "samples_per_class": 30, "test_per_class": 20, "attack_round": 2}

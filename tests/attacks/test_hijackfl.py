@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from siegecraft.engines.federated.extensions import ATTACKS, build_adversary
 from siegecraft.attacks.hijackfl import (
     BlendPatterns,
     ClassSampler,
@@ -32,14 +31,14 @@ from siegecraft.attacks.hijackfl import (
 from siegecraft.attacks.hijackfl.mapping import ClassMapping
 from siegecraft.attacks.hijackfl.metrics import confusion_matrix, mean_l2, ssim
 from siegecraft.core.config import ConfigError
-from siegecraft.drivers.experiment import build_experiment
 from siegecraft.core.data.datasets import load_dataset
-from siegecraft.engines.federated import Federation
 from siegecraft.core.models import SiegeModel, build_model, flat_params
 from siegecraft.core.results import RunDir
-from siegecraft.drivers.runner import run_experiment
 from siegecraft.core.training import TrainConfig, local_train
-
+from siegecraft.drivers.experiment import build_experiment
+from siegecraft.drivers.runner import run_experiment
+from siegecraft.engines.federated import Federation
+from siegecraft.engines.federated.extensions import ATTACKS, build_adversary
 from tests.conftest import tiny_raw
 
 FAST = {"num_classes": 3, "samples_per_class": 30, "test_per_class": 20, "epochs": 2, "anchor_steps": 5}

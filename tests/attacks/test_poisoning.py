@@ -9,15 +9,14 @@ import pytest
 import torch
 from torch import nn
 
-from siegecraft.engines.federated.extensions import ATTACKS, build_adversary
 from siegecraft.attacks.poisoning import Backdoor, apply_trigger, flip_labels
 from siegecraft.core.config import ConfigError
-from siegecraft.drivers.experiment import build_experiment
 from siegecraft.core.data.image_dataset import ImageDataset
-from siegecraft.engines.federated import Federation
-from siegecraft.engines.federated.sampling import client_seed
 from siegecraft.core.results import RunDir
-
+from siegecraft.drivers.experiment import build_experiment
+from siegecraft.engines.federated import Federation
+from siegecraft.engines.federated.extensions import ATTACKS, build_adversary
+from siegecraft.engines.federated.sampling import client_seed
 from tests.conftest import tiny_raw
 
 

@@ -7,10 +7,10 @@ import torch
 from pydantic import ValidationError
 
 from siegecraft.core.data.datasets import load_dataset
-from siegecraft.engines.federated.client import ClientTrainer
-from siegecraft.engines.federated.sampling import client_seed
 from siegecraft.core.models import build_model, flat_params, load_flat_params
 from siegecraft.core.training import TrainConfig, local_train
+from siegecraft.engines.federated.client import ClientTrainer
+from siegecraft.engines.federated.sampling import client_seed
 
 
 def test_for_round_decays_lr_geometrically_and_changes_nothing_else() -> None:

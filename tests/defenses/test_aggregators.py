@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from siegecraft.defenses.aggregators import AGGREGATORS, coordinate_median, geometric_median, krum, krum_scores, multi_krum, trimmed_mean, weighted_mean
+from siegecraft.defenses.aggregators import (
+    AGGREGATORS,
+    coordinate_median,
+    geometric_median,
+    krum,
+    krum_scores,
+    multi_krum,
+    trimmed_mean,
+    weighted_mean,
+)
 from siegecraft.engines.federated.aggregation import get_aggregator
 
 # Five 1-D clients at 0, 1, 2, 10, 11 (the Krum cases below are worked out on these).

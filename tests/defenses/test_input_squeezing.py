@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from siegecraft.defenses.input_squeezing import INPUT_DEFENSES
 from siegecraft.defenses import defense_catalog
 from siegecraft.defenses.input_squeezing import (
+    INPUT_DEFENSES,
     FeatureSqueezer,
     median_smooth,
     reduce_bit_depth,

@@ -9,13 +9,12 @@ import pytest
 import torch
 
 from siegecraft.core.config import ConfigError
-from siegecraft.drivers.experiment import build_experiment
+from siegecraft.core.results import RunDir
 from siegecraft.defenses.clipping import NormClip
 from siegecraft.defenses.fltrust import FLTrust
+from siegecraft.drivers.experiment import build_experiment
 from siegecraft.engines.federated import Federation
 from siegecraft.engines.federated.engine import build_strategy
-from siegecraft.core.results import RunDir
-
 from tests.conftest import tiny_raw
 
 

@@ -10,9 +10,8 @@ import torch
 from siegecraft.defenses.aggregators import coordinate_median
 from siegecraft.defenses.clipping import AdaptiveNormClip, NormClip, clip_rows
 from siegecraft.defenses.fltrust import FLTrust, fltrust_aggregate, rescale_to, trust_scores
-from siegecraft.engines.federated.wrappers import split_root_dataset
-from siegecraft.engines.federated.wrappers import DefenseContext, wrap_strategy
 from siegecraft.engines.federated.strategy import FedAvg, FedAvgM
+from siegecraft.engines.federated.wrappers import DefenseContext, split_root_dataset, wrap_strategy
 
 R = 1 / math.sqrt(2)
 

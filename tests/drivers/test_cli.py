@@ -7,9 +7,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from siegecraft.drivers.cli import app
 from siegecraft.core.config import to_toml
-
+from siegecraft.drivers.cli import app
 from tests.conftest import tiny_raw
 
 runner = CliRunner()

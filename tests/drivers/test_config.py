@@ -8,7 +8,6 @@ import pytest
 
 from siegecraft.core.config import ConfigError, apply_overrides, parse_override, to_toml
 from siegecraft.drivers.experiment import Experiment, build_experiment, load_experiment
-
 from tests.conftest import tiny_raw
 
 REPO = Path(__file__).resolve().parents[2]

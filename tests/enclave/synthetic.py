@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from siegecraft.enclave import CodeBundle, FixedPointCodec, PartySpec, SessionConfig
-from siegecraft.enclave.wire import Envelope, pack, unpack
 from siegecraft.enclave.synthetic_workload import SYNTHETIC_ENTRYPOINT, synthetic_update
+from siegecraft.enclave.wire import Envelope, pack, unpack
 
 LAYOUT = [1_200, 300, 500]
 DIM = sum(LAYOUT)

@@ -9,8 +9,8 @@ from siegecraft.core.config import ConfigError
 from siegecraft.drivers.experiment import build_experiment
 from siegecraft.enclave.authority import MockBackend
 from siegecraft.enclave.backends import backend_names, get_backend
-from siegecraft.enclave.federated_bridge import spec_from_experiment
 from siegecraft.enclave.deployment import CitadelSpec
+from siegecraft.enclave.federated_bridge import spec_from_experiment
 
 from .synthetic import config
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from siegecraft.engines.federated.config import FederatedExperiment
-from siegecraft.enclave.federated_bridge import open_secure_aggregation, spec_from_experiment
 from siegecraft.core.models import build_model, flat_params
+from siegecraft.enclave.federated_bridge import open_secure_aggregation, spec_from_experiment
+from siegecraft.engines.federated.config import FederatedExperiment
 
 
 def experiment(**secure: object) -> FederatedExperiment:

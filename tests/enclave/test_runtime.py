@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from siegecraft.core.data.datasets import load_dataset
+from siegecraft.core.models import build_model, flat_params, load_flat_params
+from siegecraft.core.training import TrainConfig, local_train
 from siegecraft.enclave import CodecError, FixedPointCodec
 from siegecraft.enclave.deployment import CitadelRuntime, CitadelSpec
 from siegecraft.engines.federated.sampling import client_seed
-from siegecraft.core.models import build_model, flat_params, load_flat_params
-from siegecraft.core.training import TrainConfig, local_train
 
 MODEL_OPTIONS = {"in_channels": 1, "num_classes": 10, "image_size": 28, "width": 4, "hidden": 16}
 TRAIN = {"lr": 0.05, "momentum": 0.9, "batch_size": 16, "steps": 3}

@@ -25,7 +25,6 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from siegecraft.core.config import FieldError
-
 from siegecraft.engines.hogwild.config import HogwildConfig
 from siegecraft.engines.hogwild.data_order import PlantedRun, binomial_tail, steps_per_epoch
 from siegecraft.engines.hogwild.extensions import HOGWILD_ATTACKS, AttackOptions, ThreadAdversary

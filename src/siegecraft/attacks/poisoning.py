@@ -22,15 +22,15 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from pydantic import Field, model_validator
 
-from siegecraft.engines.federated.extensions import ATTACKS, Adversary, AttackOptions, FederationContext
-from siegecraft.engines.federated.sampling import client_seed, sample_clients
 from siegecraft.core.models import load_flat_params
 from siegecraft.core.training import predict_logits
+from siegecraft.engines.federated.extensions import ATTACKS, Adversary, AttackOptions, FederationContext
+from siegecraft.engines.federated.sampling import client_seed, sample_clients
 
 if TYPE_CHECKING:
     from siegecraft.core.data.image_dataset import ImageDataset
-    from siegecraft.engines.federated.client import ClientUpdate
     from siegecraft.core.models import SiegeModel
+    from siegecraft.engines.federated.client import ClientUpdate
 
 
 class PoisoningAdversary(Adversary):

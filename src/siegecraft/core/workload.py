@@ -9,8 +9,8 @@ from functools import partial
 import torch
 
 from siegecraft.core.config import ExperimentBase
-from siegecraft.core.data.image_dataset import ImageDataset
 from siegecraft.core.data.datasets import load_dataset
+from siegecraft.core.data.image_dataset import ImageDataset
 from siegecraft.core.models import SiegeModel, build_model
 
 

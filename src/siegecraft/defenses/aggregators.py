@@ -6,12 +6,11 @@ returns one update vector. Robust rules ignore weights where the rule itself has
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from siegecraft.engines.federated.aggregation import AGGREGATORS, weighted_mean
 from siegecraft.engines.federated.aggregation import check_stack as _check
+
 
 @AGGREGATORS.register("median")
 def coordinate_median(updates: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

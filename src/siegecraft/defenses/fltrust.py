@@ -8,15 +8,10 @@ trust scores become the aggregation weights. Around FedAvg's weighted mean this 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 import torch
 from pydantic import Field
 
 from siegecraft.engines.federated.wrappers import STRATEGY_DEFENSES, StrategyWrapper, WrapperOptions
-
-if TYPE_CHECKING:
-    from siegecraft.core.data.image_dataset import ImageDataset
 
 
 def trust_scores(updates: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:

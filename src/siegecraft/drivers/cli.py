@@ -194,8 +194,8 @@ def data_partition(
     config: Annotated[Path, typer.Argument(help="experiment TOML file")], set_: SetOpt = None, plugin: PluginOpt = None
 ) -> None:
     """Print the per-client class counts the config's partition produces."""
-    from siegecraft.core.data.partition import class_counts, format_class_counts, partition
     from siegecraft.core.data.datasets import load_dataset
+    from siegecraft.core.data.partition import class_counts, format_class_counts, partition
 
     try:
         exp = load_experiment(config, set_ or [], plugin or [])

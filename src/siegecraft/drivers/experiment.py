@@ -14,7 +14,14 @@ from typing import Any, TypeAlias
 
 from pydantic import ValidationError
 
-from siegecraft.core.config import ConfigError, ExperimentBase, FieldError, apply_overrides, format_validation_error, read_toml
+from siegecraft.core.config import (
+    ConfigError,
+    ExperimentBase,
+    FieldError,
+    apply_overrides,
+    format_validation_error,
+    read_toml,
+)
 from siegecraft.core.data.datasets import DATASETS
 from siegecraft.core.data.paths import DatasetNotFoundError, resolve_data_dir
 from siegecraft.core.models.catalog import build_model

@@ -43,7 +43,7 @@ def load_entry_points() -> list[str]:
         if ep.value not in _loaded:
             try:
                 importlib.import_module(ep.module)
-            except Exception as err:  # a broken installed plugin is a user-fixable setup problem
+            except Exception as err:  # noqa: BLE001  (a broken installed plugin is a user-fixable setup problem)
                 raise ConfigError(f"entry point {ENTRY_POINT_GROUP}:{ep.name} = {ep.value!r}: import failed "
                                   f"({type(err).__name__}: {err})") from None
             _loaded.add(ep.value)
@@ -63,7 +63,7 @@ def load_plugins(modules: Iterable[str], *, key: str = "plugins") -> None:
         except ModuleNotFoundError as err:
             raise ConfigError(f"{named}: module not found ({err.name}); it must be importable "
                               "(installed, or on PYTHONPATH)") from None
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001  (any failure inside a user plugin becomes one line)
             raise ConfigError(f"{named}: import failed ({type(err).__name__}: {err})") from None
         _loaded.add(module)
 

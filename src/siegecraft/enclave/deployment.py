@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from siegecraft.core.models import build_model
 from siegecraft.enclave.backends import backend_names
 from siegecraft.enclave.bundle import CodeBundle
 from siegecraft.enclave.codec import FixedPointCodec
 from siegecraft.enclave.session import DROPOUT_POLICIES, CitadelSession, PartySpec, SessionConfig
 from siegecraft.enclave.torch_workload import DEFAULT_TRAIN_FN, TORCH_ENTRYPOINT, tensor_layout
-from siegecraft.core.models import build_model
 
 if TYPE_CHECKING:
     from typing_extensions import Self

@@ -16,8 +16,8 @@ import torch
 from siegecraft.core.config import FieldError
 from siegecraft.core.data.datasets import load_dataset
 from siegecraft.enclave.backends import backend_names
-from siegecraft.enclave.errors import RoundAbortedError
 from siegecraft.enclave.deployment import CitadelRuntime, CitadelSpec
+from siegecraft.enclave.errors import RoundAbortedError
 from siegecraft.engines.federated.config import FederatedExperiment, SecureConfig
 from siegecraft.engines.federated.secure import SECURE_AGGREGATIONS, SecureAggregation
 

@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from siegecraft.core.data.image_dataset import ImageDataset
 from siegecraft.core.data.datasets import load_dataset
-from siegecraft.engines.federated.sampling import client_seed
+from siegecraft.core.data.image_dataset import ImageDataset
 from siegecraft.core.models import build_model, flat_params, load_flat_params
 from siegecraft.core.training import TrainConfig
+from siegecraft.engines.federated.sampling import client_seed
 
 TORCH_ENTRYPOINT = "siegecraft.enclave.torch_workload:local_sgd_trainer"
 DEFAULT_TRAIN_FN = "siegecraft.core.training:local_train"

@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from siegecraft.core.data.fetch import FetchError, dataset_status, fetch
-from siegecraft.core.data.datasets import load_dataset
 from siegecraft.core.data import paths as data_paths
-from siegecraft.core.data.fetch import REMOTES, Remote, _idx_remotes
+from siegecraft.core.data.datasets import load_dataset
+from siegecraft.core.data.fetch import REMOTES, FetchError, Remote, _idx_remotes, dataset_status, fetch
 
 # `siegecraft.core.data.fetch` the attribute is the function; the module itself comes from importlib
 fetch_mod = importlib.import_module("siegecraft.core.data.fetch")

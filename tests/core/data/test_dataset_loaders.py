@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from siegecraft.core.data.datasets import DATASETS, load_dataset
-from siegecraft.core.data.paths import DatasetNotFoundError
 from siegecraft.core.data import paths as data_paths
-from siegecraft.core.data.datasets import stratified_split
+from siegecraft.core.data.datasets import DATASETS, load_dataset, stratified_split
+from siegecraft.core.data.paths import DatasetNotFoundError
 
 IDX_NAMES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

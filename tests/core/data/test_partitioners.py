@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from siegecraft.core.data.partition import PARTITIONERS, EmptyPartitionError, class_counts, format_class_counts, partition
+from siegecraft.core.data.partition import (
+    PARTITIONERS,
+    EmptyPartitionError,
+    class_counts,
+    format_class_counts,
+    partition,
+)
 
 LABELS = np.repeat(np.arange(10), 200)  # 2,000 samples, 10 balanced classes
 METHODS = [

@@ -10,11 +10,10 @@ import pytest
 import torch
 
 from siegecraft.core.config import ConfigError
-from siegecraft.drivers.experiment import build_experiment
 from siegecraft.core.results import RunDir
 from siegecraft.core.results.tracking import Tracker, TrackingSink, flatten, is_file_store, scalar_metrics
+from siegecraft.drivers.experiment import build_experiment
 from siegecraft.drivers.runner import run_experiment
-
 from tests.conftest import tiny_raw
 
 

@@ -8,13 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from siegecraft.core.results import RunDir
 from siegecraft.drivers.experiment import build_experiment
+from siegecraft.drivers.runner import run_experiment
 from siegecraft.engines.federated import FedAvg, FedAvgM, Federation, sample_clients
 from siegecraft.engines.federated.client import ClientUpdate
 from siegecraft.engines.federated.engine import drop_non_finite
-from siegecraft.core.results import RunDir
-from siegecraft.drivers.runner import run_experiment
-
 from tests.conftest import tiny_raw
 
 

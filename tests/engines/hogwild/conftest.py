@@ -7,10 +7,10 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from siegecraft.core.data.image_dataset import ImageDataset
 from siegecraft.core.data.datasets import load_dataset
-from siegecraft.engines.hogwild.config import HogwildConfig
+from siegecraft.core.data.image_dataset import ImageDataset
 from siegecraft.core.models import SiegeModel, build_model
+from siegecraft.engines.hogwild.config import HogwildConfig
 
 
 @pytest.fixture(scope="session")

@@ -8,9 +8,15 @@ import sys
 import pytest
 import torch
 
-from siegecraft.defenses.async_defenses import ASYNC_DEFENSES, PendingUpdate, StalenessAwareLR, StalenessLROptions, UpdateNormFilter
-from siegecraft.engines.hogwild.extensions import build_async_defenses
+from siegecraft.defenses.async_defenses import (
+    ASYNC_DEFENSES,
+    PendingUpdate,
+    StalenessAwareLR,
+    StalenessLROptions,
+    UpdateNormFilter,
+)
 from siegecraft.engines.hogwild.config import HogwildConfig
+from siegecraft.engines.hogwild.extensions import build_async_defenses
 from siegecraft.engines.hogwild.trainer import HogwildTrainer
 
 

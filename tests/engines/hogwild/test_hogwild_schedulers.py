@@ -9,13 +9,11 @@ import pytest
 import torch
 
 from siegecraft.engines.hogwild.data_order import DataOrder
-from siegecraft.engines.hogwild.policy import GO, SchedulePolicy, WorkerControl
+from siegecraft.engines.hogwild.policy import GO, Decision, SchedulePolicy, WorkerControl
 from siegecraft.engines.hogwild.schedulers import build_scheduler
 from siegecraft.engines.hogwild.trainer import HogwildTrainer
-from siegecraft.engines.hogwild.traps import TrapEvent
+from siegecraft.engines.hogwild.traps import READ_TRAP, TrapEvent
 from siegecraft.engines.hogwild.worker_pool import process_state
-from siegecraft.engines.hogwild.policy import Decision
-from siegecraft.engines.hogwild.traps import READ_TRAP
 
 
 class PauseProbe(SchedulePolicy):

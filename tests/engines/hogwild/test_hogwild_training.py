@@ -8,11 +8,10 @@ import pytest
 import torch
 
 from siegecraft.engines.hogwild.config import HogwildConfig
-from siegecraft.engines.hogwild.policy import SchedulePolicy, WorkerControl
+from siegecraft.engines.hogwild.policy import HOLD, Decision, SchedulePolicy, WorkerControl
 from siegecraft.engines.hogwild.trainer import HogwildTrainer
-from siegecraft.engines.hogwild.worker_pool import process_state
-from siegecraft.engines.hogwild.policy import HOLD, Decision
 from siegecraft.engines.hogwild.traps import TrapEvent
+from siegecraft.engines.hogwild.worker_pool import process_state
 
 
 def _gone(pid: int) -> bool:

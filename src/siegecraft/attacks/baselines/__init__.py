@@ -4,11 +4,11 @@
 samples), `uap` (per-class targeted universal perturbations) and `reprogram` (one adversarial program).
 """
 
-from siegecraft.engines.federated.extensions import ATTACKS
 from siegecraft.attacks.baselines.chameleon import Camouflager, Chameleon, ChameleonOptions
 from siegecraft.attacks.baselines.poison import Poison, PoisonOptions
 from siegecraft.attacks.baselines.reprogram import Reprogram, search_program
 from siegecraft.attacks.baselines.uap import UAP, search_uaps
+from siegecraft.engines.federated.extensions import ATTACKS
 
 ATTACKS.register("poison")(Poison)
 ATTACKS.register("chameleon")(Chameleon)

@@ -13,11 +13,11 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from siegecraft.engines.federated.extensions import FederationContext
 from siegecraft.attacks.baselines.poison import Poison, PoisonOptions
 from siegecraft.attacks.hijackfl.execution import Hijacker
 from siegecraft.attacks.hijackfl.mapping import ClassMapping
 from siegecraft.core.models import SiegeModel
+from siegecraft.engines.federated.extensions import FederationContext
 
 __all__ = [
     "CamouflageHijacker", "Camouflager", "Chameleon", "ChameleonOptions", "camouflage_loss", "new_camouflager",

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from pydantic import Field
 
-from siegecraft.engines.federated.extensions import FederationContext
 from siegecraft.attacks.hijackfl.adversary import HijackAdversary
 from siegecraft.attacks.hijackfl.execution import Hijacker, RawHijacker
 from siegecraft.attacks.hijackfl.mapping import ClassMapping, greedy_mapping, index_mapping
 from siegecraft.attacks.hijackfl.options import HijackOptions
 from siegecraft.core.data.image_dataset import ImageDataset
 from siegecraft.core.models import SiegeModel
+from siegecraft.engines.federated.extensions import FederationContext
 
 if TYPE_CHECKING:
     from siegecraft.engines.federated.client import ClientUpdate

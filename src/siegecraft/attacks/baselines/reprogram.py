@@ -9,7 +9,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from siegecraft.engines.federated.extensions import FederationContext
 from siegecraft.attacks.hijackfl.adversary import HijackAdversary
 from siegecraft.attacks.hijackfl.cloaks import BlendPatterns, ClassSampler, CloakSchedule, blend
 from siegecraft.attacks.hijackfl.execution import Hijacker, ProgramHijacker
@@ -17,6 +16,7 @@ from siegecraft.attacks.hijackfl.mapping import ClassMapping
 from siegecraft.attacks.hijackfl.options import CloakOptions
 from siegecraft.core.data.image_dataset import ImageDataset
 from siegecraft.core.models import SiegeModel
+from siegecraft.engines.federated.extensions import FederationContext
 
 __all__ = ["Reprogram", "search_program"]
 

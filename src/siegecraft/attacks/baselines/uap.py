@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from siegecraft.engines.federated.extensions import FederationContext
 from siegecraft.attacks.hijackfl.adversary import HijackAdversary
 from siegecraft.attacks.hijackfl.cloaks import BlendPatterns, ClassSampler, CloakSchedule, blend
 from siegecraft.attacks.hijackfl.execution import CloakedHijacker, Hijacker
@@ -18,6 +17,7 @@ from siegecraft.attacks.hijackfl.mapping import ClassMapping
 from siegecraft.attacks.hijackfl.options import CloakOptions
 from siegecraft.core.data.image_dataset import ImageDataset
 from siegecraft.core.models import SiegeModel
+from siegecraft.engines.federated.extensions import FederationContext
 
 __all__ = ["UAP", "search_uaps"]
 

@@ -5,7 +5,6 @@ hijacking classes onto original ones, computes anchor features and one cloak per
 later answers the hijacking task by querying the final global model with K cloaked copies of an input.
 """
 
-from siegecraft.engines.federated.extensions import ATTACKS
 from siegecraft.attacks.hijackfl.adapter import HijackData, adapt_to_input, load_hijack_data
 from siegecraft.attacks.hijackfl.adversary import HijackAdversary, HijackFL, default_attack_round
 from siegecraft.attacks.hijackfl.anchors import (
@@ -27,6 +26,7 @@ from siegecraft.attacks.hijackfl.execution import CloakedHijacker, Hijacker, Pro
 from siegecraft.attacks.hijackfl.mapping import ClassMapping, greedy_mapping, index_mapping, prediction_counts
 from siegecraft.attacks.hijackfl.options import CloakOptions, HijackFLOptions, HijackOptions
 from siegecraft.attacks.hijackfl.snapshot import Snapshot, frozen_model
+from siegecraft.engines.federated.extensions import ATTACKS
 
 ATTACKS.register("hijackfl")(HijackFL)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from siegecraft.core.data.image_dataset import ImageDataset
 from siegecraft.core.data.datasets import load_dataset
+from siegecraft.core.data.image_dataset import ImageDataset
 
 __all__ = ["HijackData", "adapt_to_input", "load_hijack_data"]
 

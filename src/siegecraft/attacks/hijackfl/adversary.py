@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from siegecraft.engines.federated.extensions import Adversary, FederationContext
 from siegecraft.attacks.hijackfl.adapter import HijackData, load_hijack_data
 from siegecraft.attacks.hijackfl.anchors import (
     STALLED_CONFIDENCE,
@@ -39,12 +38,14 @@ from siegecraft.attacks.hijackfl.mapping import (
 )
 from siegecraft.attacks.hijackfl.metrics import accuracy
 from siegecraft.attacks.hijackfl.options import HijackFLOptions, HijackOptions
+from siegecraft.attacks.hijackfl.reference import clean_reference
 from siegecraft.attacks.hijackfl.snapshot import Snapshot, frozen_model
 from siegecraft.core.config import FieldError
 from siegecraft.core.data.datasets import DATASETS
 from siegecraft.core.data.image_dataset import ImageDataset
 from siegecraft.core.models import SiegeModel
 from siegecraft.core.training import evaluate
+from siegecraft.engines.federated.extensions import Adversary, FederationContext
 
 if TYPE_CHECKING:
     from siegecraft.engines.federated.client import ClientUpdate
@@ -146,8 +147,6 @@ class HijackAdversary(Adversary):
     def finish(self, ctx: FederationContext, final_model: SiegeModel) -> dict[str, Any]:
         out: dict[str, Any] = {"utility": float(evaluate(final_model, ctx.test_set).accuracy)}
         if self.options.reference_run:
-            from siegecraft.attacks.hijackfl.reference import clean_reference
-
             with self.stage("reference_run"):
                 ref = clean_reference(ctx.exp, ctx.figures_dir.parent)
             out["reference_utility"] = ref["accuracy"]

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from siegecraft.defenses.input_squeezing import FeatureSqueezer
 from siegecraft.core.models import SiegeModel
+from siegecraft.defenses.input_squeezing import FeatureSqueezer
 
 __all__ = ["squeeze_detection"]
 

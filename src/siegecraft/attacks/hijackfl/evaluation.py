@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from siegecraft.attacks.hijackfl.adapter import HijackData
+from siegecraft.attacks.hijackfl.detection import squeeze_detection
 from siegecraft.attacks.hijackfl.execution import Hijacker, RawHijacker
 from siegecraft.attacks.hijackfl.figures import confusion_figure, image_grid
 from siegecraft.attacks.hijackfl.metrics import accuracy, confusion_matrix, mean_l2, mean_ssim
@@ -50,7 +51,6 @@ def evaluate_hijacker(
         "per_class_hijack_acc": (cm.diag().float() / cm.sum(1).clamp_min(1)).tolist(),
     }
     if opts.squeeze_detect:
-        from siegecraft.attacks.hijackfl.detection import squeeze_detection
 
         out.update(squeeze_detection(
             model, clean_x, hijacker.queries(x), bit_depth=opts.squeeze_bit_depth,

@@ -6,16 +6,15 @@ from pathlib import Path
 
 import torch
 
-from siegecraft.engines.federated.config import FederatedExperiment as Experiment
 from siegecraft.core.results.rundir import RunDir
+from siegecraft.engines.federated.config import FederatedExperiment as Experiment
+from siegecraft.engines.federated.engine import Federation
 
 __all__ = ["clean_reference"]
 
 
 def clean_reference(exp: Experiment, root: Path) -> dict[str, float]:
     """Train `exp` with attack `none` into `root/reference-<time>/`; returns its final accuracy and loss."""
-    from siegecraft.engines.federated.engine import Federation
-
     clean = exp.model_copy(update={"attack": exp.attack.model_copy(update={"name": "none", "clients": [],
                                                                             "options": {}})})
     run = RunDir.create(root, "reference")

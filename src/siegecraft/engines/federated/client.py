@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 import torch
 
 from siegecraft.core.data.image_dataset import ImageDataset
-from siegecraft.engines.federated.sampling import client_seed
 from siegecraft.core.models import SiegeModel, flat_params, load_flat_params
 from siegecraft.core.training import TrainConfig, local_train
+from siegecraft.engines.federated.sampling import client_seed
 
 
 @dataclass

@@ -12,24 +12,23 @@ from typing import Any
 
 import torch
 
-from siegecraft.core.data.image_dataset import ImageDataset
 from siegecraft.core.config import FieldError
+from siegecraft.core.data.image_dataset import ImageDataset
 from siegecraft.core.data.partition import partition
-from siegecraft.core.topology import TOPOLOGIES, Progress, Topology
-from siegecraft.core.workload import load_splits
-from siegecraft.engines.federated.config import FederatedExperiment
-from siegecraft.engines.federated.defense_setup import configured_aggregator, defend, server_root_split
-from siegecraft.engines.federated.extensions import ATTACKS, Adversary, FederationContext
-from siegecraft.engines.federated.secure import SECURE_AGGREGATIONS
-from siegecraft.engines.federated.wrappers import DefenseContext
-from siegecraft.engines.federated.client import ClientTrainer, ClientUpdate
-from siegecraft.engines.federated.sampling import sample_clients
-from siegecraft.engines.federated.strategy import STRATEGIES, Strategy
 from siegecraft.core.models import flat_params, load_flat_params
 from siegecraft.core.results.rundir import RunDir, Stopwatch
+from siegecraft.core.topology import TOPOLOGIES, Progress, Topology
 from siegecraft.core.training import evaluate
-from siegecraft.core.workload import build_workload
+from siegecraft.core.workload import build_workload, load_splits
+from siegecraft.engines.federated.client import ClientTrainer, ClientUpdate
+from siegecraft.engines.federated.config import FederatedExperiment
+from siegecraft.engines.federated.defense_setup import configured_aggregator, defend, server_root_split
 from siegecraft.engines.federated.executors.base import build_executor
+from siegecraft.engines.federated.extensions import ATTACKS, Adversary, FederationContext
+from siegecraft.engines.federated.sampling import sample_clients
+from siegecraft.engines.federated.secure import SECURE_AGGREGATIONS
+from siegecraft.engines.federated.strategy import STRATEGIES, Strategy
+from siegecraft.engines.federated.wrappers import DefenseContext
 
 log = logging.getLogger("siegecraft.engines.federated")
 

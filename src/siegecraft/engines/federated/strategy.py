@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from siegecraft.engines.federated.aggregation import Aggregator, weighted_mean
 from siegecraft.core.registry import Registry
+from siegecraft.engines.federated.aggregation import Aggregator, weighted_mean
 
 
 class Strategy(ABC):

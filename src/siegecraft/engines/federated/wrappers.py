@@ -16,9 +16,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from siegecraft.core.data.image_dataset import ImageDataset
-from siegecraft.engines.federated.strategy import Strategy
 from siegecraft.core.registry import Registry
-
+from siegecraft.engines.federated.strategy import Strategy
 
 ServerUpdate = Callable[[int, torch.Tensor], torch.Tensor]
 

@@ -19,12 +19,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from siegecraft.core.registry import Registry
 from siegecraft.engines.hogwild.policy import GO, HOLD, SchedulePolicy, WorkerControl
-from siegecraft.engines.hogwild.worker_pool import WorkerPool
 from siegecraft.engines.hogwild.shared_state import SharedState
 from siegecraft.engines.hogwild.side_channel import LabelSideChannel
 from siegecraft.engines.hogwild.traps import DONE, WRITE_TRAP, TrapEvent, decode
-from siegecraft.core.registry import Registry
+from siegecraft.engines.hogwild.worker_pool import WorkerPool
 
 TICK_S = 0.005
 

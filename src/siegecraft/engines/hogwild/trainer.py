@@ -21,17 +21,17 @@ import torch
 from torch import nn
 
 from siegecraft.core.data.image_dataset import ImageDataset
-from siegecraft.engines.hogwild.extensions import AsyncDefense
 from siegecraft.engines.hogwild.config import HogwildConfig
 from siegecraft.engines.hogwild.data_order import PlantedRun, steps_per_epoch
+from siegecraft.engines.hogwild.extensions import AsyncDefense
 from siegecraft.engines.hogwild.metrics import SnapshotEvaluator
 from siegecraft.engines.hogwild.optimizer import shared_momentum_buffers, warm_up_optimizer
 from siegecraft.engines.hogwild.policy import SchedulePolicy
-from siegecraft.engines.hogwild.worker_pool import WorkerPool
 from siegecraft.engines.hogwild.schedulers import Scheduler, build_scheduler
 from siegecraft.engines.hogwild.shared_state import SharedState
 from siegecraft.engines.hogwild.side_channel import LabelSideChannel
 from siegecraft.engines.hogwild.worker import WorkerSetup, worker_main
+from siegecraft.engines.hogwild.worker_pool import WorkerPool
 
 POLL_S = 0.02  # progress polling when evaluating every N global steps
 MAX_WAIT_S = 0.25  # otherwise: wake at least this often (finished flags, crashes, the timeout)

@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from siegecraft.engines.hogwild.extensions import AsyncDefense, PendingUpdate
 from siegecraft.engines.hogwild.config import HogwildConfig
 from siegecraft.engines.hogwild.data_order import DataOrder, PlantedRun
+from siegecraft.engines.hogwild.extensions import AsyncDefense, PendingUpdate
 from siegecraft.engines.hogwild.optimizer import build_optimizer, prospective_update_norm
 from siegecraft.engines.hogwild.shared_state import READ, WRITE, SharedState, SharedViews
 from siegecraft.engines.hogwild.side_channel import LabelSideChannel

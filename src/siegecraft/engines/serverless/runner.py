@@ -31,10 +31,10 @@ from siegecraft.engines.serverless.experiment import ServerlessExperiment
 from siegecraft.engines.serverless.job import TrainingJob
 from siegecraft.engines.serverless.memory_store import MemoryStoreServer
 from siegecraft.engines.serverless.perf_model import PerformanceModel
-from siegecraft.engines.serverless.platform import FunctionPlatform, make_platform
-from siegecraft.engines.serverless.report import serverless_figures
-from siegecraft.engines.serverless.redis_server import RedisHandle, _is_our_redis, start_redis, stop_redis
 from siegecraft.engines.serverless.planner import BayesianPlanner, FixedPlanner
+from siegecraft.engines.serverless.platform import FunctionPlatform, make_platform
+from siegecraft.engines.serverless.redis_server import RedisHandle, _is_our_redis, start_redis, stop_redis
+from siegecraft.engines.serverless.report import serverless_figures
 from siegecraft.engines.serverless.specs import Config, JobSpec
 from siegecraft.engines.serverless.store import Store, StoreSpec, connect
 

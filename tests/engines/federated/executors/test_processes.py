@@ -7,12 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from siegecraft.drivers.experiment import build_experiment
-from siegecraft.engines.federated import Federation
 from siegecraft.core.results import RunDir
+from siegecraft.drivers.experiment import build_experiment
 from siegecraft.drivers.runner import run_experiment
+from siegecraft.engines.federated import Federation
 from siegecraft.engines.federated.executors import EXECUTORS, ProcessExecutor
-
 from tests.conftest import tiny_raw
 
 

@@ -19,7 +19,6 @@ import torch
 
 from siegecraft.drivers.experiment import build_experiment
 from siegecraft.drivers.runner import run_experiment
-
 from tests.conftest import tiny_raw
 
 ray = pytest.importorskip("ray")

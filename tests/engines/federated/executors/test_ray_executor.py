@@ -8,12 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from siegecraft.drivers.experiment import build_experiment
-from siegecraft.engines.federated import Federation
 from siegecraft.core.results import RunDir
+from siegecraft.drivers.experiment import build_experiment
 from siegecraft.drivers.runner import run_experiment
+from siegecraft.engines.federated import Federation
 from siegecraft.engines.federated.executors import RayExecutor, connect_ray
-
 from tests.conftest import tiny_raw
 
 ray = pytest.importorskip("ray")

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import queue
 import traceback
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 import torch.multiprocessing as mp
 
 from siegecraft.core.models import flat_params
+from siegecraft.engines.federated.client import ClientTrainer, ClientUpdate
 from siegecraft.engines.federated.executors.base import EXECUTORS, Executor
-
-if TYPE_CHECKING:
-    from siegecraft.engines.federated.client import ClientTrainer, ClientUpdate
 
 POLL_S = 1.0  # how often a waiting parent checks that its workers are still alive
 
@@ -62,8 +60,6 @@ class ProcessExecutor(Executor):
             self.procs.append(proc)
 
     def run(self, rnd: int, global_weights: torch.Tensor, clients: list[int]) -> list[ClientUpdate]:
-        from siegecraft.engines.federated.client import ClientUpdate
-
         if not self.procs:
             raise RuntimeError("processes executor: call start(trainer) before run()")
         self.weights.copy_(global_weights)  # no task of an earlier round is pending, so nobody reads it now

@@ -10,18 +10,16 @@ whose nodes need siegecraft installed.
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
+from siegecraft.core.data.image_dataset import ImageDataset
+from siegecraft.core.models import SiegeModel
+from siegecraft.core.training import TrainConfig
+from siegecraft.engines.federated.client import ClientTrainer, ClientUpdate
 from siegecraft.engines.federated.executors.base import EXECUTORS, Executor
-
-if TYPE_CHECKING:
-    from siegecraft.core.data.image_dataset import ImageDataset
-    from siegecraft.engines.federated.client import ClientTrainer, ClientUpdate
-    from siegecraft.core.models import SiegeModel
-    from siegecraft.core.training import TrainConfig
 
 
 def import_ray() -> Any:
@@ -61,9 +59,6 @@ class TrainerActor:
     def __init__(
         self, model: SiegeModel, data: dict[str, Any], partitions: list, train_cfg: TrainConfig, seed: int
     ) -> None:
-        from siegecraft.core.data.image_dataset import ImageDataset
-        from siegecraft.engines.federated.client import ClientTrainer
-
         torch.set_num_threads(1)
         train_set = ImageDataset(
             _tensor(data["x"]), _tensor(data["y"]), data["num_classes"], data["name"], data["classes"]
@@ -105,8 +100,6 @@ class RayExecutor(Executor):
         ]
 
     def run(self, rnd: int, global_weights: torch.Tensor, clients: list[int]) -> list[ClientUpdate]:
-        from siegecraft.engines.federated.client import ClientUpdate
-
         if not self.actors:
             raise RuntimeError("ray executor: call start(trainer) before run()")
         ray = import_ray()

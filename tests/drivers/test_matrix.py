@@ -190,8 +190,9 @@ def test_plugin_attack_runs_in_worker_processes(tmp_path: Path, probe_plugin: st
     cfg = tmp_path / "base.toml"
     cfg.write_text(to_toml(tiny_raw(fl={"rounds": 1})))
     res = runner.invoke(app, ["matrix", str(cfg), "--attacks", "none,probe_attack", "--defenses", "mean",
-                              "--plugin", probe_plugin, "--workers", "2", "--out", str(tmp_path / "out"), "--quiet"])
+                              "--plugin", probe_plugin, "--workers", "2", "--out", str(tmp_path / "out")])
     assert res.exit_code == 0, res.output
+    assert re.search(r"2/2 cell (none|probe_attack) x mean", res.output)  # the progress bar, cell by cell
     (mdir,) = (tmp_path / "out").iterdir()
     cells = {c["attack"]: c for c in json.loads((mdir / "matrix.json").read_text())["cells"]}
     probe = cells["probe_attack"]

@@ -228,12 +228,21 @@ def run_matrix(
     plan = plan_matrix(base, attacks, defenses, adversaries, plugins)
     out = make_batch_dir(out_root or base.output.root, f"matrix-{base.name}")
     clock = Stopwatch()
-    results = execute([job for _, _, job in plan], out / "cells", executor, plugins=plugins, progress=progress)
+    shown = {job.label: f"{a} x {d}" for a, d, job in plan}
+    results = execute([job for _, _, job in plan], out / "cells", executor, plugins=plugins,
+                      progress=_per_cell(progress, shown))
     cells = [collect_cell(a, d, job, r, out) for (a, d, job), r in zip(plan, results, strict=True)]
     result = MatrixResult(out, attacks, defenses, cells)
     fill_utility_drop(result)
     write_matrix_outputs(result, base, clock())
     return result
+
+
+def _per_cell(progress: Progress | None, shown: dict[str, str]) -> Progress | None:
+    """The batch's `progress(step, total, job)` as the matrix's `progress(step, total, cell="a x d")`."""
+    if progress is None:
+        return None
+    return lambda *, step, total, job: progress(step=step, total=total, cell=shown.get(job, job))
 
 
 def fill_utility_drop(result: MatrixResult) -> None:

@@ -11,10 +11,16 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from siegecraft.drivers.cli import app
 from siegecraft.core.config import ConfigError, to_toml
-from siegecraft.drivers.sweep import grid_points, parse_grid, plan_sweep, run_sweep, split_values
-
+from siegecraft.drivers.cli import app
+from siegecraft.drivers.sweep import (
+    grid_overrides,
+    grid_points,
+    parse_grid,
+    plan_sweep,
+    run_sweep,
+    split_values,
+)
 from tests.conftest import tiny_raw
 
 
@@ -44,6 +50,9 @@ def test_grid_values_are_typed_and_the_product_is_ordered() -> None:
     assert len(points) == 8
     assert points[0] == {"train.lr": 0.01, "data.partition": "iid", "attack.clients": [0]}
     assert points[-1] == {"train.lr": 0.1, "data.partition": "dirichlet", "attack.clients": [0, 1]}
+    sets = grid_overrides(axes)  # the same product, as --set overrides written as given
+    assert sets[0] == ["train.lr=0.01", "data.partition=iid", "attack.clients=[0]"]
+    assert sets[-1] == ["train.lr=0.1", "data.partition=dirichlet", "attack.clients=[0,1]"]
 
 
 @pytest.mark.parametrize("bad", [["fl.rounds"], ["fl.rounds="], ["=1,2"], ["fl.rounds=1,,2"], ["a=1", "a=2"], []])
@@ -55,11 +64,19 @@ def test_malformed_grids_are_errors(bad: list[str]) -> None:
 def test_every_point_is_validated_before_any_work(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"grid point 1 \(rounds=-1\)(.|\n)*fl.rounds"):
         plan_sweep(tiny_raw(), parse_grid(["fl.rounds=1,-1"]))
-    with pytest.raises(ConfigError, match="grid point 0"):
+    with pytest.raises(ConfigError, match=r"^grid point 0 \(nope=1\): fl\.nope: unknown key; allowed keys: "):
         run_sweep(_config(tmp_path), ["fl.nope=1"], out_root=tmp_path / "out")
+    with pytest.raises(ConfigError, match=r"^grid point 0 \(x=1\): --set 'fl\.rounds\.x=1': .*not a table"):
+        plan_sweep(tiny_raw(), parse_grid(["fl.rounds.x=1"]))
+    with pytest.raises(ConfigError, match="plugins.0. = 'no_such_sweep_plugin': module not found"):
+        run_sweep(_config(tmp_path), ["seed=1"], plugins=["no_such_sweep_plugin"], out_root=tmp_path / "out")
+    with pytest.raises(ConfigError, match="workers = 0"):
+        run_sweep(_config(tmp_path), ["seed=1"], workers=0, out_root=tmp_path / "out")
     assert not (tmp_path / "out").exists()
-    plans = plan_sweep(tiny_raw(), parse_grid(["seed=5,6"]), ["fl.rounds=2"])
-    assert [(p.name, p.seed, p.fl.rounds) for p in plans] == [("tiny-000", 5, 2), ("tiny-001", 6, 2)]
+    jobs = plan_sweep(tiny_raw(), parse_grid(["seed=5,6"]), ["fl.rounds=2"])
+    assert [(j.experiment.name, j.experiment.seed, j.experiment.fl.rounds) for j in jobs] == [
+        ("tiny-000", 5, 2), ("tiny-001", 6, 2)]
+    assert [j.label for j in jobs] == ["grid point 0 (seed=5)", "grid point 1 (seed=6)"]
 
 
 def test_cli_sweep_writes_runs_csv_and_figure(tmp_path: Path, single_thread: None) -> None:

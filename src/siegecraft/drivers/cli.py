@@ -15,7 +15,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from siegecraft.core.config import ConfigError
 from siegecraft.core.results import RunDir, build_report, summary_table
 from siegecraft.drivers.experiment import load_experiment
+from siegecraft.drivers.matrix import matrix_table, run_matrix
 from siegecraft.drivers.runner import run_experiment
+from siegecraft.drivers.sweep import run_sweep, sweep_table
 
 app = typer.Typer(help="Collaborative ML training and its security.", no_args_is_help=True, add_completion=False)
 data_app = typer.Typer(help="Datasets: list, fetch, partition.", no_args_is_help=True)
@@ -92,24 +94,23 @@ def sweep(
     grid: Annotated[list[str], typer.Option("--grid", help="a swept key: --grid train.lr=0.01,0.1 (repeatable)")],
     set_: SetOpt = None,
     out: Annotated[Path | None, typer.Option("--out", help="root folder for the sweep directory")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="grid points run at once, one process each")] = 1,
     use_ray: Annotated[bool, typer.Option("--ray", help="run the grid points as Ray tasks")] = False,
     address: Annotated[str | None, typer.Option("--address", help="Ray cluster to join (default: start one)")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
     plugin: PluginOpt = None,
 ) -> None:
     """Run the product of the --grid values: one run directory each, sweep.csv and sweep.png."""
-    from siegecraft.drivers.sweep import run_sweep, sweep_table
-
     logging.basicConfig(level=logging.WARNING, handlers=[RichHandler(console=err_console, show_path=False)])
     kwargs: dict[str, Any] = {"overrides": set_ or [], "out_root": out, "use_ray": use_ray, "address": address,
-                              "plugins": plugin or []}
+                              "workers": workers, "plugins": plugin or []}
     try:
         if quiet:
             result = run_sweep(config, grid, **kwargs)
         else:
             with RichProgress(f"sweep {config.stem}") as bar:
                 result = run_sweep(config, grid, progress=bar, **kwargs)
-    except (ConfigError, ImportError, FileNotFoundError) as err:
+    except (ConfigError, ImportError) as err:
         _fail(str(err))
     console.print(sweep_table(result))
     console.print(f"sweep directory: {result.path}\nsweep table: {result.csv_file}")
@@ -134,29 +135,29 @@ def matrix(
     config: Annotated[Path, typer.Argument(help="base experiment TOML file")],
     attacks: Annotated[str, typer.Option("--attacks", help="comma-separated: none,sign_flip:scale=8,backdoor")],
     defenses: Annotated[str, typer.Option("--defenses", help="comma-separated: mean,median,krum:f=4,norm_clip+median")],
-    adversaries: Annotated[int | None, typer.Option("--adversaries", help="attacker count (first N clients)")] = None,
+    adversaries: Annotated[int | None, typer.Option("--adversaries", min=1, help="attacker count (first N clients)")] = None,
     set_: SetOpt = None,
     out: Annotated[Path | None, typer.Option("--out", help="root folder for the matrix directory")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
     workers: Annotated[int, typer.Option("--workers", min=1, help="cells run at once, one process each")] = 1,
+    use_ray: Annotated[bool, typer.Option("--ray", help="run the cells as Ray tasks")] = False,
+    address: Annotated[str | None, typer.Option("--address", help="Ray cluster to join (default: start one)")] = None,
     plugin: PluginOpt = None,
 ) -> None:
     """Run every (attack, defense) pair; one report with a utility / attack-success table and a heatmap."""
-    from siegecraft.drivers.matrix import matrix_table, plan_matrix, run_matrix, split_tokens
-
     logging.basicConfig(level=logging.WARNING, handlers=[RichHandler(console=err_console, show_path=False)])
+    chosen = list(range(adversaries)) if adversaries is not None else None
     try:
         exp = load_experiment(config, set_ or [], plugin or [])
-        chosen = list(range(adversaries)) if adversaries is not None else None
-        plan_matrix(exp, split_tokens(attacks), split_tokens(defenses), chosen)  # fail before any work
-    except (ConfigError, ValueError) as err:
+        kwargs: dict[str, Any] = {"out_root": out, "adversaries": chosen, "workers": workers, "use_ray": use_ray,
+                                  "address": address, "plugins": plugin or []}
+        if quiet:
+            result = run_matrix(exp, attacks, defenses, **kwargs)
+        else:
+            with RichProgress(f"matrix {exp.name}") as bar:
+                result = run_matrix(exp, attacks, defenses, progress=bar, **kwargs)
+    except (ConfigError, ImportError) as err:  # every plan mistake is a ConfigError, raised before any work
         _fail(str(err))
-    if quiet:
-        result = run_matrix(exp, attacks, defenses, out_root=out, adversaries=chosen, workers=workers)
-    else:
-        with RichProgress(f"matrix {exp.name}") as bar:
-            result = run_matrix(exp, attacks, defenses, out_root=out, adversaries=chosen, progress=bar,
-                                    workers=workers)
     console.print(matrix_table(result))
     console.print(f"report: {result.path / 'report.html'}")
 

@@ -1,31 +1,37 @@
 """The attack-by-defense matrix: one base config, every (attack, defense) pair run, one report.
 
 Attacks and defenses are written as tokens: `name` or `name:key=value:key=value` (values read as
-TOML). A defense token may chain components with `+`: at most one aggregator and any strategy wrappers,
-wrappers screening first in the order written (`norm_clip:max_norm=2+median`). The attack token's
-`clients` key is special: a count (the first N clients) or a list of client ids. Every cell shares the
-base config's seed, data split and initial model, so cells differ only in attack and defense.
+TOML); any registered name works, plugins' included. A defense token may chain components with `+`: at
+most one aggregator and any strategy wrappers, wrappers screening first in the order written
+(`norm_clip:max_norm=2+median`). The attack token's `clients` key is special: a count (the first N
+clients) or a list of client ids. Every cell shares the base config's seed, data split and initial
+model, so cells differ only in attack and defense. Cells are planned, run and collected by
+`drivers.batch`; the page and heatmap are drawn by `core.results.batch_report`.
 """
 
 from __future__ import annotations
 
-import base64
-import importlib
 import json
-import math
-import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from siegecraft.core.config import ConfigError, parse_override, to_toml
-from siegecraft.drivers.experiment import Experiment, build_experiment
-from siegecraft.core.results import RunDir, Stopwatch, package_versions
+from rich.table import Table
 
-SUCCESS_KEYS = ("attack_success", "hijack_acc")  # where an attack's summary reports its success
-NO_DEFENSE = {"none", "fedavg"}
+from siegecraft.core.config import ConfigError, ExperimentBase, parse_override, to_toml
+from siegecraft.core.results import RunDir, Stopwatch, package_versions
+from siegecraft.core.results.batch_report import fmt, write_matrix_report
+from siegecraft.core.topology import TOPOLOGIES
+from siegecraft.drivers.batch import Job, JobResult, choose_executor, execute, make_batch_dir, plan_jobs
+from siegecraft.drivers.plugins import load_all
+from siegecraft.engines.federated.aggregation import AGGREGATORS
+from siegecraft.engines.federated.extensions import ATTACKS
+from siegecraft.engines.federated.wrappers import STRATEGY_DEFENSES
+
+NO_DEFENSE = ("none", "fedavg")  # plain FedAvg: the mean aggregator, no wrappers
+TOKEN_FORM = "name or name:key=value:..., components joined by '+'"
 Progress = Callable[..., None]
 
 
@@ -37,100 +43,120 @@ class Spec:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-def parse_token(token: str) -> list[Spec]:
-    """`a:k=v:k2=v2+b` -> [Spec(a, {k: v, k2: v2}), Spec(b)]."""
+def parse_token(token: str, what: str = "token") -> list[Spec]:
+    """`a:k=v:k2=v2+b` -> [Spec(a, {k: v, k2: v2}), Spec(b)]; `what` names the option in errors."""
     specs = []
     for part in token.strip().split("+"):
         name, *pairs = [p.strip() for p in part.split(":")]
         if not name:
-            raise ValueError(f"empty name in token {token!r}")
+            raise ConfigError(f"{what}: {token!r}: a component has no name; allowed: {TOKEN_FORM}")
         options: dict[str, Any] = {}
         for pair in pairs:
-            path, value = parse_override(pair)
-            if len(path) != 1:
-                raise ValueError(f"option {pair!r} in token {token!r} must be key=value")
-            options[path[0]] = value
+            key = pair.split("=", 1)[0].strip()
+            if "=" not in pair or not key or "." in key:
+                raise ConfigError(f"{what}: {token!r}: option {pair!r} of {name!r}; allowed: key=value")
+            options[key] = parse_override(pair)[1]
         specs.append(Spec(name, options))
     return specs
 
 
-def split_tokens(text: str | Sequence[str]) -> list[str]:
+def split_tokens(text: str | Sequence[str], what: str = "tokens") -> list[str]:
     """A comma-separated list (or a sequence of such lists) as stripped, non-empty tokens."""
     items = [text] if isinstance(text, str) else list(text)
     tokens = [t.strip() for item in items for t in item.split(",") if t.strip()]
     if not tokens:
-        raise ValueError("an empty list of attacks or defenses")
+        raise ConfigError(f"{what} = {text!r}: an empty list; allowed: comma-separated tokens ({TOKEN_FORM})")
     return tokens
 
 
-def _known_attacks() -> list[str]:
-    from siegecraft.engines.federated.extensions import ATTACKS
-
-    return ATTACKS.names()
-
-
-def _ensure_attack(name: str) -> None:
-    """Attacks living in their own subpackage (e.g. hijackfl) register on import; try it once."""
-    from siegecraft.engines.federated.extensions import ATTACKS
-
-    if name not in ATTACKS and re.fullmatch(r"[a-z_][a-z0-9_]*", name):
-        try:
-            importlib.import_module(f"siegecraft.attacks.{name}")
-        except ModuleNotFoundError:
-            pass
-    ATTACKS.get(name)  # raises ValueError listing the known ones
-
-
-def attack_section(base: Experiment, token: str, adversaries: list[int]) -> dict[str, Any]:
+def attack_section(base: ExperimentBase, token: str, adversaries: list[int]) -> dict[str, Any]:
     """The `[attack]` table of one matrix row; options in the token override the base config's."""
-    specs = parse_token(token)
+    load_all()  # the built-in attacks (and installed plugins) the token is looked up in
+    specs = parse_token(token, "attacks")
     if len(specs) != 1:
-        raise ValueError(f"attack token {token!r} names more than one attack")
+        raise ConfigError(f"attacks: {token!r}: names {len(specs)} attacks; allowed: one attack per token")
     spec = specs[0]
-    _ensure_attack(spec.name)
+    if spec.name not in ATTACKS:
+        raise ConfigError(f"attacks: {token!r}: unknown attack {spec.name!r}; allowed: {', '.join(ATTACKS.names())}")
     if spec.name == "none":
         return {"name": "none", "clients": [], "options": {}}
-    options = dict(base.attack.options) if base.attack.name == spec.name else {}
+    base_attack = getattr(base, "attack", None)
+    options = dict(base_attack.options) if base_attack is not None and base_attack.name == spec.name else {}
     options.update(spec.options)
     clients = options.pop("clients", None)
     if clients is None:
         chosen = list(adversaries)
-    elif isinstance(clients, int):
+    elif isinstance(clients, int) and not isinstance(clients, bool) and clients >= 1:
         chosen = list(range(clients))
+    elif isinstance(clients, list) and clients and all(isinstance(c, int) and not isinstance(c, bool) for c in clients):
+        chosen = list(clients)
     else:
-        chosen = [int(c) for c in clients]
+        raise ConfigError(f"attacks: {token!r}: clients = {clients!r}; allowed: a count of at least 1 (the first N "
+                          "clients) or a non-empty list of client ids")
     return {"name": spec.name, "clients": chosen, "options": options}
 
 
 def defense_section(token: str) -> dict[str, Any]:
     """The `[defense]` table of one matrix column (the base config's own defense is not used)."""
-    from siegecraft.defenses.aggregators import AGGREGATORS
-    from siegecraft.engines.federated.wrappers import STRATEGY_DEFENSES
-
-    aggregator, agg_options, names, tables = "mean", {}, [], {}
-    for spec in parse_token(token):
+    load_all()  # the built-in aggregators and defenses (and installed plugins) the token is looked up in
+    aggregator: Spec | None = None
+    names: list[str] = []
+    tables: dict[str, Any] = {}
+    for spec in parse_token(token, "defenses"):
         if spec.name in NO_DEFENSE:
+            if spec.options:
+                raise ConfigError(f"defenses: {token!r}: {spec.name!r} takes no options, got {spec.options}; "
+                                  "allowed: a bare 'none'")
             continue
         if spec.name in AGGREGATORS:
-            if aggregator != "mean" or agg_options:
-                raise ValueError(f"defense token {token!r} names more than one aggregator")
-            aggregator, agg_options = spec.name, spec.options
+            if aggregator is not None:
+                raise ConfigError(f"defenses: {token!r}: two aggregators ({aggregator.name!r}, {spec.name!r}); "
+                                  "allowed: one aggregator plus any strategy defenses")
+            aggregator = spec
         elif spec.name in STRATEGY_DEFENSES:
             names.append(spec.name)
             tables[spec.name] = spec.options
         else:
-            known = sorted([*NO_DEFENSE, *AGGREGATORS.names(), *STRATEGY_DEFENSES.names()])
-            raise ValueError(f"unknown defense {spec.name!r} in {token!r}; known: {', '.join(known)}")
-    return {"aggregator": aggregator, "options": {**agg_options, **tables}, "names": names}
+            known = sorted({*NO_DEFENSE, *AGGREGATORS.names(), *STRATEGY_DEFENSES.names()})
+            raise ConfigError(f"defenses: {token!r}: unknown defense {spec.name!r}; allowed: {', '.join(known)}")
+    chosen = aggregator or Spec("mean")
+    return {"aggregator": chosen.name, "options": {**chosen.options, **tables}, "names": names}
 
 
-def default_adversaries(exp: Experiment) -> list[int]:
+def default_adversaries(exp: ExperimentBase) -> list[int]:
     """The base config's attacker ids, else the first 20% of the clients (at least one)."""
     return list(exp.attack.clients) or list(range(max(1, round(0.2 * exp.fl.clients))))
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_") or "cell"
+
+
+def cell_label(attack: str, defense: str) -> str:
+    """How a cell is named in messages and progress."""
+    return f"cell (attack {attack!r}, defense {defense!r})"
+
+
+def plan_matrix(
+    base: ExperimentBase,
+    attacks: Sequence[str],
+    defenses: Sequence[str],
+    adversaries: list[int] | None = None,
+    plugins: Sequence[str] = (),
+) -> list[tuple[str, str, Job]]:
+    """Every cell's validated job as (attack token, defense token, job), built before any work."""
+    if base.topology != "federated":
+        raise ConfigError(f"topology = {base.topology!r}: the matrix runs federated experiments; allowed: 'federated'")
+    load_all([*plugins, *base.plugins])  # the registries the tokens are looked up in
+    chosen = adversaries if adversaries is not None else default_adversaries(base)
+    raw = base.model_dump(mode="json", exclude_unset=True)
+    rows = [(a, attack_section(base, a, chosen)) for a in attacks]
+    columns = [(d, defense_section(d)) for d in defenses]
+    pairs = [(a, d) for a, _ in rows for d, _ in columns]
+    items = [(cell_label(a, d), {**raw, "attack": at, "defense": dt, "name": _slug(f"{a}__{d}")})
+             for a, at in rows for d, dt in columns]
+    jobs = plan_jobs(items, plugins)
+    return [(a, d, job) for (a, d), job in zip(pairs, jobs, strict=True)]
 
 
 @dataclass
@@ -141,6 +167,7 @@ class Cell:
     defense: str
     utility: float | None
     attack_success: float | None
+    success_metric: str | None = None  # the `final` key the attack names as its success
     utility_drop: float | None = None  # against the `none` attack under the same defense, when run
     clients: list[int] = field(default_factory=list)  # the attacker ids
     run_dir: str = ""
@@ -162,118 +189,64 @@ class MatrixResult:
         return {"attacks": self.attacks, "defenses": self.defenses, "cells": [asdict(c) for c in self.cells]}
 
 
-def plan_matrix(
-    base: Experiment, attacks: Sequence[str], defenses: Sequence[str], adversaries: list[int] | None = None
-) -> list[tuple[str, str, Experiment]]:
-    """Every cell's validated Experiment, built before any work so a bad token fails at once."""
-    if base.topology != "federated":
-        raise ConfigError(f"the matrix runs federated experiments; topology is {base.topology!r}")
-    chosen = adversaries if adversaries is not None else default_adversaries(base)
-    raw = base.model_dump(mode="json")
-    plan = []
-    for a in attacks:
-        attack = attack_section(base, a, chosen)
-        for d in defenses:
-            cell_raw = {**raw, "attack": attack, "defense": defense_section(d), "name": _slug(f"{a}__{d}")}
-            try:
-                plan.append((a, d, build_experiment(cell_raw)))
-            except ConfigError as err:
-                raise ConfigError(f"cell (attack {a!r}, defense {d!r}): {err}") from None
-    return plan
+def _number(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
-def _success(final: dict[str, Any]) -> float | None:
-    for key in SUCCESS_KEYS:
-        if isinstance(final.get(key), (int, float)):
-            return float(final[key])
-    return None
+def collect_cell(attack: str, defense: str, job: Job, result: JobResult, root: Path) -> Cell:
+    """A cell from its run: utility is the final accuracy, success the key the attack's protocol names."""
+    exp = job.experiment
+    metric = TOPOLOGIES.get(exp.topology).success_metric(exp)
+    final = result.final
+    run_dir = result.run_dir.relative_to(root) if result.run_dir.is_relative_to(root) else result.run_dir
+    return Cell(attack, defense, _number(final.get("accuracy")), _number(final.get(metric)) if metric else None,
+                metric, None, list(exp.attack.clients), str(run_dir), result.wall_s, result.scalars())
 
 
 def run_matrix(
-    base: Experiment,
-    attacks: Sequence[str],
-    defenses: Sequence[str],
+    base: ExperimentBase,
+    attacks: str | Sequence[str],
+    defenses: str | Sequence[str],
     *,
     out_root: str | Path | None = None,
     adversaries: list[int] | None = None,
     progress: Progress | None = None,
     workers: int = 1,
     worker_threads: int | None = None,
+    use_ray: bool = False,
+    address: str | None = None,
+    plugins: Sequence[str] = (),
 ) -> MatrixResult:
     """Run every pair; writes `<root>/matrix-<name>-<time>/` with cells/, matrix.json and report.html.
 
     `workers` > 1 runs that many cells at once, each in its own process with `worker_threads` torch
-    threads (default: an even share of the CPU's cores); every cell is still one deterministic run.
+    threads (default: an even share of the CPU's cores); `use_ray`/`address` run them as Ray tasks.
+    `plugins` are imported here and in every worker. Every cell is one deterministic run, wherever it ran.
     """
-    if workers < 1 or (worker_threads is not None and worker_threads < 1):
-        raise ValueError(f"workers and worker_threads must be at least 1, got {workers} and {worker_threads}")
-    attacks, defenses = split_tokens(attacks), split_tokens(defenses)
-    plan = plan_matrix(base, attacks, defenses, adversaries)
-    mdir = RunDir.create(out_root or base.output.root, f"matrix-{base.name}")
-    mdir.write_config(to_toml(base.model_dump(mode="json")))
+    executor = choose_executor(workers, worker_threads, use_ray=use_ray, address=address)
+    attacks, defenses = split_tokens(attacks, "attacks"), split_tokens(defenses, "defenses")
+    plan = plan_matrix(base, attacks, defenses, adversaries, plugins)
+    out = make_batch_dir(out_root or base.output.root, f"matrix-{base.name}")
     clock = Stopwatch()
-    cells_dir = mdir.path / "cells"
-    if workers == 1 or len(plan) == 1:
-        runs = []
-        for i, (a, d, exp) in enumerate(plan):
-            if progress:
-                progress(step=i, total=len(plan), cell=f"{a} x {d}")
-            runs.append(_run_cell((exp, str(cells_dir), 0)))
-    else:
-        threads = worker_threads or max(1, (os.cpu_count() or 1) // workers)
-        runs = _run_cells_parallel(plan, cells_dir, workers, threads, progress)
-    cells = []
-    for (a, d, exp), (run_path, wall) in zip(plan, runs, strict=True):
-        final = RunDir.open(run_path).read_summary().get("final", {})
-        scalars = {k: v for k, v in final.items() if isinstance(v, (int, float, str, bool)) or v is None}
-        cells.append(Cell(a, d, final.get("accuracy"), _success(final), None, list(exp.attack.clients),
-                          str(Path(run_path).relative_to(mdir.path)), wall, scalars))
-    if progress:
-        progress(step=len(plan), total=len(plan), cell="done")
-    result = MatrixResult(mdir.path, attacks, defenses, cells)
-    _fill_utility_drop(result)
-    write_matrix_outputs(result, mdir, base, clock())
+    shown = {job.label: f"{a} x {d}" for a, d, job in plan}
+    results = execute([job for _, _, job in plan], out / "cells", executor, plugins=plugins,
+                      progress=_per_cell(progress, shown))
+    cells = [collect_cell(a, d, job, r, out) for (a, d, job), r in zip(plan, results, strict=True)]
+    result = MatrixResult(out, attacks, defenses, cells)
+    fill_utility_drop(result)
+    write_matrix_outputs(result, base, clock())
     return result
 
 
-def _run_cell(job: tuple[Experiment, str, int]) -> tuple[str, float]:
-    """One cell's run (in this process or a worker): its run directory and wall time.
-
-    A positive thread count is applied to torch first (workers share the CPU); 0 leaves it alone.
-    """
-    from siegecraft.drivers.runner import run_experiment
-
-    exp, cells_dir, threads = job
-    if threads > 0:
-        import torch
-
-        torch.set_num_threads(threads)
-    clock = Stopwatch()
-    run = run_experiment(exp, out_root=cells_dir)
-    return str(run.path), clock()
+def _per_cell(progress: Progress | None, shown: dict[str, str]) -> Progress | None:
+    """The batch's `progress(step, total, job)` as the matrix's `progress(step, total, cell="a x d")`."""
+    if progress is None:
+        return None
+    return lambda *, step, total, job: progress(step=step, total=total, cell=shown.get(job, job))
 
 
-def _run_cells_parallel(
-    plan: list[tuple[str, str, Experiment]], cells_dir: Path, workers: int, threads: int,
-    progress: Progress | None,
-) -> list[tuple[str, float]]:
-    """The plan's cells on a pool of spawned processes, results in plan order; progress as cells finish."""
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from multiprocessing import get_context
-
-    out: list[tuple[str, float] | None] = [None] * len(plan)
-    with ProcessPoolExecutor(max_workers=min(workers, len(plan)), mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(_run_cell, (exp, str(cells_dir), threads)): i for i, (_, _, exp) in enumerate(plan)}
-        for done, fut in enumerate(as_completed(futures), start=1):
-            i = futures[fut]
-            out[i] = fut.result()
-            if progress:
-                a, d, _ = plan[i]
-                progress(step=done, total=len(plan), cell=f"{a} x {d} (finished)")
-    return [r for r in out if r is not None]
-
-
-def _fill_utility_drop(result: MatrixResult) -> None:
+def fill_utility_drop(result: MatrixResult) -> None:
+    """Each cell's utility drop against the `none` attack under the same defense (when that row ran)."""
     if "none" not in result.attacks:
         return
     for c in result.cells:
@@ -282,105 +255,23 @@ def _fill_utility_drop(result: MatrixResult) -> None:
             c.utility_drop = ref - c.utility
 
 
-# -- outputs ------------------------------------------------------------------------------------------
-def heatmap_figure(result: MatrixResult, path: Path) -> Path:
-    """Two heatmaps (rows: attacks, columns: defenses): utility and attack success, values annotated."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    panels = [("utility (test accuracy)", "utility", "viridis"), ("attack success", "attack_success", "magma_r")]
-    rows, cols = len(result.attacks), len(result.defenses)
-    fig, axes = plt.subplots(1, 2, figsize=(2.0 + 1.3 * cols * 2, 1.2 + 0.55 * rows), squeeze=False)
-    for ax, (title, key, cmap) in zip(axes[0], panels, strict=True):
-        grid = np.full((rows, cols), np.nan)
-        for c in result.cells:
-            v = getattr(c, key)
-            if v is not None:
-                grid[result.attacks.index(c.attack), result.defenses.index(c.defense)] = v
-        colours = plt.get_cmap(cmap)
-        ax.imshow(np.ma.masked_invalid(grid), cmap=colours, vmin=0, vmax=1, aspect="auto")
-        ax.set_xticks(range(cols), result.defenses, rotation=35, ha="right", fontsize=8)
-        ax.set_yticks(range(rows), result.attacks, fontsize=8)
-        ax.set_title(title, fontsize=10)
-        for (r, k), v in np.ndenumerate(grid):
-            if math.isnan(v):
-                ax.text(k, r, "-", ha="center", va="center", fontsize=7)
-                continue
-            red, green, blue, _ = colours(v)
-            dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5  # luma: white text on dark cells
-            ax.text(k, r, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if dark else "black")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-_REPORT = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>siegecraft matrix: {{ name }}</title>
-<style>
-body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:left}
-th{background:#f3f3f3}td.n{text-align:right}img{max-width:100%;border:1px solid #eee}
-pre{background:#f7f7f7;padding:1em;overflow:auto}
-</style></head><body>
-<h1>Attack x defense matrix: {{ name }}</h1>
-<p>{{ rows|length }} runs &middot; seed {{ seed }} &middot; wall time {{ wall }} s.
-Utility is the final clean test accuracy; attack success is the attack's own metric (backdoor: triggered
-inputs classified as the target; hijackfl: hijacking accuracy; sign flip and noise: test error rate);
-utility drop is against the no-attack run under the same defense.</p>
-<h2>Utility / attack success</h2>
-<table><tr><th>attack \\ defense</th>{% for d in defenses %}<th>{{ d }}</th>{% endfor %}</tr>
-{% for a in attacks %}<tr><th>{{ a }}</th>{% for d in defenses %}<td class="n">{{ grid[a][d] }}</td>{% endfor %}</tr>
-{% endfor %}</table>
-<h2>Cells</h2>
-<table><tr><th>attack</th><th>defense</th><th>utility</th><th>attack success</th><th>utility drop</th>
-<th>attackers</th><th>wall s</th><th>run</th></tr>
-{% for c in rows %}<tr><td>{{ c.attack }}</td><td>{{ c.defense }}</td><td class="n">{{ c.utility }}</td>
-<td class="n">{{ c.attack_success }}</td><td class="n">{{ c.utility_drop }}</td><td>{{ c.clients }}</td><td class="n">{{ c.wall_s }}</td>
-<td><a href="{{ c.run_dir }}/">{{ c.run_dir }}</a></td></tr>
-{% endfor %}</table>
-<h2>Heatmap</h2><img alt="heatmap" src="data:image/png;base64,{{ heatmap }}">
-<h2>Versions</h2><pre>{{ versions }}</pre>
-<h2>Base config</h2><pre>{{ config }}</pre>
-</body></html>
-"""
-
-
-def matrix_table(result: MatrixResult) -> Any:
-    """A rich table of the cells, for the terminal."""
-    from rich.table import Table
-
-    table = Table("attack", "defense", "utility", "attack success", "utility drop", title="attack x defense")
-    for c in result.cells:
-        table.add_row(c.attack, c.defense, _fmt(c.utility), _fmt(c.attack_success), _fmt(c.utility_drop))
-    return table
-
-
-def _fmt(v: Any) -> str:
-    return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
-
-
-def write_matrix_outputs(result: MatrixResult, mdir: RunDir, base: Experiment, wall_s: float) -> None:
-    """matrix.json, summary.json, figures/heatmap.png and the self-contained report.html."""
-    from jinja2 import Environment
-
-    heatmap = heatmap_figure(result, mdir.figures / "heatmap.png")
+def write_matrix_outputs(result: MatrixResult, base: ExperimentBase, wall_s: float) -> Path:
+    """config.toml, matrix.json, summary.json, and (by core.results) figures/heatmap.png and report.html."""
+    mdir = RunDir(result.path)
+    mdir.write_config(to_toml(base.model_dump(mode="json")))
     data = result.as_dict()
-    (mdir.path / "matrix.json").write_text(json.dumps(data, indent=2) + "\n")
+    (result.path / "matrix.json").write_text(json.dumps(data, indent=2) + "\n")
     mdir.write_summary({"name": f"matrix-{base.name}", "topology": "matrix", "seed": base.seed,
                         "cells": data["cells"], "versions": package_versions(), "wall_time_s": wall_s})
-    grid = {a: {d: f"{_fmt(result.cell(a, d).utility)} / {_fmt(result.cell(a, d).attack_success)}"
-                for d in result.defenses} for a in result.attacks}
-    rows = [{k: _fmt(v) if k not in ("attack", "defense", "run_dir") else v for k, v in asdict(c).items()}
-            for c in result.cells]
-    html = Environment(autoescape=True).from_string(_REPORT).render(
-        name=base.name, seed=base.seed, attacks=result.attacks, defenses=result.defenses,
-        grid=grid, rows=rows, wall=f"{wall_s:.1f}",
-        heatmap=base64.b64encode(heatmap.read_bytes()).decode(),
-        versions=json.dumps(package_versions(), indent=2), config=mdir.config_file.read_text(),
-    )
-    mdir.report_file.write_text(html)
+    shown = [{k: v for k, v in c.items() if k != "final"} for c in data["cells"]]
+    return write_matrix_report(result.path, name=base.name, seed=base.seed, attacks=result.attacks,
+                               defenses=result.defenses, cells=shown, wall_s=wall_s,
+                               config=mdir.config_file.read_text())
 
+
+def matrix_table(result: MatrixResult) -> Table:
+    """A rich table of the cells, for the terminal."""
+    table = Table("attack", "defense", "utility", "attack success", "utility drop", title="attack x defense")
+    for c in result.cells:
+        table.add_row(c.attack, c.defense, fmt(c.utility), fmt(c.attack_success), fmt(c.utility_drop))
+    return table

@@ -40,7 +40,8 @@ def run_cell(job: tuple[str, str, dict[str, Any], str]) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     attack, defense, raw, out = job
-    ((_, _, exp),) = plan_matrix(build_experiment(raw), [attack], [defense], adversaries=ADVERSARIES)
+    ((_, _, planned),) = plan_matrix(build_experiment(raw), [attack], [defense], adversaries=ADVERSARIES)
+    exp = planned.experiment
     t0 = time.perf_counter()
     run = run_experiment(exp, out_root=out)
     rows = [json.loads(line) for line in (run.path / "metrics.jsonl").read_text().splitlines()]

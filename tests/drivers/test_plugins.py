@@ -34,8 +34,6 @@ NAMES = {"dataset": "demo_shapes", "model": "demo_mlp", "attack": "demo_boost", 
 HIDDEN = 16
 MLP_PARAMS = (144 * HIDDEN + HIDDEN) + (HIDDEN * 4 + 4)  # 1x12x12 input, `hidden` units, 4 classes
 ROUNDS = 3
-SWEEP_BUG = ("src/siegecraft/drivers/cli.py `sweep` passes plugins=... to run_sweep "
-             "(src/siegecraft/drivers/sweep.py), which takes no such argument: every sweep dies with a TypeError")
 
 runner = CliRunner()
 
@@ -191,7 +189,6 @@ def test_data_partition_loads_the_plugin_option(fresh_plugin: None, tmp_path: Pa
     assert total == ["all", "60", "60", "60", "60", "240"]
 
 
-@pytest.mark.xfail(strict=False, reason=SWEEP_BUG)
 def test_sweep_loads_the_plugin_option(fresh_plugin: None, tmp_path: Path) -> None:
     res = runner.invoke(app, ["sweep", str(write_config(tmp_path)), "--grid", "attack.options.factor=1.0,5.0",
                               "--plugin", PLUGIN, "-q", "--out", str(tmp_path / "out")])
@@ -243,8 +240,7 @@ def test_broken_entry_point_is_a_config_error(fresh_plugin: None, tmp_path: Path
 
 # -- errors ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "command", ["run", "matrix", pytest.param("sweep", marks=pytest.mark.xfail(strict=False, reason=SWEEP_BUG)),
-                "data partition"])
+    "command", ["run", "matrix", "sweep", "data partition"])
 def test_unknown_plugin_option_exits_2(fresh_plugin: None, tmp_path: Path, command: str) -> None:
     extra = {"matrix": ["--attacks", "none", "--defenses", "mean"], "sweep": ["--grid", "fl.rounds=1"]}
     args = [*command.split(), str(write_config(tmp_path)), *extra.get(command, []), "--plugin", "no_such_mod"]
@@ -341,16 +337,11 @@ def test_matrix_runs_plugin_attack_and_aggregator(matrix_dir: Path) -> None:
     assert "boost_influence" not in by["none", "mean"]["final"]
 
 
-@pytest.mark.xfail(strict=False, reason="src/siegecraft/drivers/matrix.py `_success` reads only SUCCESS_KEYS "
-                   "(attack_success, hijack_acc), not the attack's declared `success_metric`")
 def test_matrix_reports_the_plugin_attack_success_metric(matrix_dir: Path) -> None:
     cell = cells(matrix_dir)["demo_boost", "mean"]
     assert cell["attack_success"] == pytest.approx(cell["final"]["boost_influence"])
 
 
-@pytest.mark.xfail(strict=False, reason="src/siegecraft/drivers/matrix.py `_run_cell` in spawned workers loads "
-                   "neither the built-ins nor the plugins (ValueError: unknown attack/dataset); matrix.py is "
-                   "being rewritten")
 def test_matrix_workers_load_the_plugin(fresh_plugin: None, tmp_path: Path) -> None:
     res = runner.invoke(app, ["matrix", str(write_config(tmp_path, plugins=[PLUGIN], attack=False)),
                               "--attacks", "none,demo_boost", "--defenses", "mean", "--workers", "2", "-q",

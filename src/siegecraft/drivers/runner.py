@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from siegecraft.core.config import ConfigError, ExperimentBase, FieldError, to_toml
+from siegecraft.core.data.paths import DatasetNotFoundError
 from siegecraft.core.results import RunDir, Stopwatch, build_report, package_versions
 from siegecraft.core.results.tracking import start_tracking
 from siegecraft.core.topology import TOPOLOGIES
@@ -33,14 +34,15 @@ def run_experiment(
 ) -> RunDir:
     """Execute `exp`; with `resume`, continue the given run directory from its last checkpoint.
 
-    A user mistake found before or during the run (ConfigError) leaves no new run directory behind.
+    A user mistake found before or during the run (ConfigError, a missing dataset) leaves no new run
+    directory behind.
     """
     preflight(exp)
     seed_everything(exp.seed)
     run = RunDir.open(resume) if resume else RunDir.create(out_root or exp.output.root, exp.name)
     try:
         return _execute(exp, run, resume=resume is not None, progress=progress)
-    except (ConfigError, FieldError):
+    except (ConfigError, FieldError, DatasetNotFoundError):
         if not resume:
             shutil.rmtree(run.path, ignore_errors=True)
         raise

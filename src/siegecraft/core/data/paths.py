@@ -29,7 +29,12 @@ class DatasetNotFoundError(FileNotFoundError):
         self.expected = expected
         where = "\n".join(f"  {p}" for p in expected)
         hint = f"run: siegecraft data fetch {name}" + (f"\n  or: {extra_hint}" if extra_hint else "")
+        self.extra_hint = extra_hint
         super().__init__(f"dataset {name!r} not found; expected files at:\n{where}\n{hint}")
+
+    def __reduce__(self) -> tuple[type[DatasetNotFoundError], tuple[str, list[Path], str]]:
+        """Rebuild from the constructor's arguments, so the error crosses process boundaries."""
+        return type(self), (self.name, self.expected, self.extra_hint)
 
 
 def default_data_dir() -> Path:

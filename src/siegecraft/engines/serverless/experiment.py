@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from siegecraft.core.config import ExperimentBase, FieldError
+from siegecraft.core.training import TrainConfig
 from siegecraft.engines.serverless.config import ServerlessConfig, ServerlessSection
 
 TRAIN_KEYS = ("lr", "momentum", "weight_decay", "batch_size", "epochs")
@@ -21,7 +22,7 @@ class ServerlessExperiment(ExperimentBase):
     @model_validator(mode="after")
     def _cross_checks(self) -> ServerlessExperiment:
         self.check_train_keys(TRAIN_KEYS)
-        if self.serverless.adaptive and "batch_size" in self.train.model_fields_set:
+        if self.serverless.adaptive and self.train.batch_size != TrainConfig().batch_size:
             raise FieldError(("train", "batch_size"), self.train.batch_size,
                              "the planner chooses the batch size when serverless.deadline_s or budget_usd is "
                              "set; list the candidates in serverless.planner.batch_size")

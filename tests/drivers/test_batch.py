@@ -45,7 +45,7 @@ def test_plan_validates_every_job_and_names_the_bad_one() -> None:
     assert "\n" not in str(err.value)
     with pytest.raises(ConfigError, match="at least one run"):
         plan_jobs([])
-    with pytest.raises(ConfigError, match=r"seed 1: plugins\[0\] = 'no_such_plugin_mod': module not found"):
+    with pytest.raises(ConfigError, match=r"seed 1: --plugin 'no_such_plugin_mod': module not found"):
         plan_jobs(_items(), ["no_such_plugin_mod"])
 
 
@@ -89,9 +89,9 @@ def test_a_failing_run_fails_the_batch_naming_it(tmp_path: Path) -> None:
     """A dataset missing at run time: a ConfigError naming the job, also from a pool worker."""
     broken = tiny_raw(data={"dataset": "mnist", "data_dir": str(tmp_path / "empty")}, fl={"rounds": 1})
     jobs = plan_jobs([("fine", tiny_raw(fl={"rounds": 1})), ("no data", broken)])
-    with pytest.raises(ConfigError, match="^no data: dataset 'mnist' not found"):
+    with pytest.raises(ConfigError, match="^no data: data.dataset = 'mnist': not found"):
         execute(jobs, tmp_path / "here", InProcess())
-    with pytest.raises(ConfigError, match="^no data: dataset 'mnist' not found"):  # the error pickles back
+    with pytest.raises(ConfigError, match="^no data: data.dataset = 'mnist': not found"):  # the error pickles back
         execute(jobs[1:], tmp_path / "pool", ProcessPool(2, 1))
 
 

@@ -4,7 +4,7 @@ Setup: experiments/hijackfl/fmnist_mnist.toml. Runs, all in this process:
 1. the clean federation (no adversary), checkpointed every round: the reference utility;
 2. each attack (hijackfl, uap, reprogram, poison, chameleon) with the same attack round and hijacking data.
    An attacked run resumes the clean run's checkpoint of the round before its attack round: no attack
-   acts earlier and the engine resumes bit-exactly (tests/federated/test_engine.py), so it equals a full
+   acts earlier and the engine resumes bit-exactly (tests/engines/federated/test_engine.py), so it equals a full
    run with that adversary at a fraction of the CPU time. `--full` trains every run from round 1.
 3. the poisoning baselines again at smaller model-replacement scales (`--scales`, default 1, 2, 5), so
    HijackFL is also compared with each of them at equal utility, not only at the default scale of 10;

@@ -13,14 +13,15 @@ import inspect
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from siegecraft.core.data.datasets import DATASETS
 from siegecraft.core.data.partition import PARTITIONERS
 from siegecraft.core.models.catalog import MODELS, model_options
+from siegecraft.core.registry import Registry
 from siegecraft.core.training import TrainConfig
 
 
@@ -40,6 +41,21 @@ class FieldError(ValueError):
         self.value = value
         self.allowed = allowed
         super().__init__(f"{key_path(self.path)} = {value!r}: {allowed}")
+
+
+def registered(registry: Registry[Any]) -> Any:
+    """A `str` config field that must name an entry of `registry` (the error lists the known names)."""
+
+    def check(name: str) -> str:
+        registry.get(name)
+        return name
+
+    return Annotated[str, AfterValidator(check)]
+
+
+DatasetName = registered(DATASETS)
+PartitionName = registered(PARTITIONERS)
+ModelName = registered(MODELS)
 
 
 class Section(BaseModel):
@@ -64,27 +80,17 @@ def check_options(options: BaseModel | dict[str, Any], model: type[BaseModel], w
 class DataConfig(Section):
     """Which dataset, how it is split across clients, and optional size limits."""
 
-    dataset: str = "fashion_mnist"
+    dataset: DatasetName = "fashion_mnist"
     data_dir: str | None = None
     options: dict[str, Any] = Field(default_factory=dict, description="keyword options of the dataset loader")
-    partition: str = Field("iid", description="a registered partitioner: iid, dirichlet, shards, ...")
+    partition: PartitionName = Field("iid", description="a registered partitioner: iid, dirichlet, shards, ...")
     alpha: float | None = Field(None, gt=0)
     min_partition_size: int = Field(0, ge=0)
     classes_per_client: int | None = Field(None, ge=1)
     train_limit: int | None = Field(None, ge=1, description="use only the first N training samples")
     test_limit: int | None = Field(None, ge=1, description="evaluate on only the first N test samples")
 
-    @field_validator("dataset")
-    @classmethod
-    def _known_dataset(cls, v: str) -> str:
-        DATASETS.get(v)
-        return v
 
-    @field_validator("partition")
-    @classmethod
-    def _known_partition(cls, v: str) -> str:
-        PARTITIONERS.get(v)
-        return v
 
     @model_validator(mode="after")
     def _partition_params(self) -> DataConfig:
@@ -110,16 +116,11 @@ class DataConfig(Section):
 class ModelConfig(Section):
     """Model architecture; input shape defaults to the dataset's own."""
 
-    name: str = "cnn"
+    name: ModelName = "cnn"
     options: dict[str, Any] = Field(default_factory=dict, description="keyword options of the model")
     image_size: int | None = Field(None, ge=8)
     channels: int | None = Field(None, ge=1, le=3)
 
-    @field_validator("name")
-    @classmethod
-    def _known_model(cls, v: str) -> str:
-        MODELS.get(v)
-        return v
 
     @model_validator(mode="after")
     def _known_options(self) -> ModelConfig:

@@ -17,6 +17,13 @@ from torch import nn
 from siegecraft.core.data.image_dataset import ImageDataset
 
 
+def increasing_milestones(milestones: list[float]) -> list[float]:
+    """Validate a step schedule: positive and strictly increasing milestones."""
+    if any(m <= 0 for m in milestones) or any(b <= a for a, b in itertools.pairwise(milestones)):
+        raise ValueError(f"must be positive and strictly increasing, got {milestones}")
+    return milestones
+
+
 def scheduled_lr(lr: float, progress: float, decay: float, milestones: list[float], gamma: float) -> float:
     """lr * decay^progress, times gamma for every milestone <= progress (the `[train]` schedule)."""
     passed = sum(1 for m in milestones if progress >= m)
@@ -48,12 +55,7 @@ class TrainConfig(BaseModel):
     )
     lr_gamma: float = Field(0.1, gt=0)
 
-    @field_validator("lr_milestones")
-    @classmethod
-    def _increasing(cls, v: list[float]) -> list[float]:
-        if any(m <= 0 for m in v) or any(b <= a for a, b in itertools.pairwise(v)):
-            raise ValueError(f"must be positive and strictly increasing, got {v}")
-        return v
+    _increasing = field_validator("lr_milestones")(increasing_milestones)
 
     def lr_at(self, progress: float) -> float:
         """The learning rate after `progress` rounds or epochs."""

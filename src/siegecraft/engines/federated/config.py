@@ -11,15 +11,21 @@ import inspect
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from siegecraft.core.config import ExperimentBase, FieldError, Section, check_options
+from siegecraft.core.config import ExperimentBase, FieldError, Section, check_options, registered
 from siegecraft.engines.federated.aggregation import AGGREGATORS
 from siegecraft.engines.federated.executors.base import EXECUTORS
 from siegecraft.engines.federated.extensions import ATTACKS, Adversary
 from siegecraft.engines.federated.secure import SECURE_AGGREGATIONS
 from siegecraft.engines.federated.strategy import STRATEGIES
 from siegecraft.engines.federated.wrappers import STRATEGY_DEFENSES, split_defense_options
+
+StrategyName = registered(STRATEGIES)
+ExecutorName = registered(EXECUTORS)
+SecureAggregationName = registered(SECURE_AGGREGATIONS)
+AttackName = registered(ATTACKS)
+AggregatorName = registered(AGGREGATORS)
 
 
 class FLConfig(Section):
@@ -30,17 +36,12 @@ class FLConfig(Section):
     clients_per_round: int | None = Field(None, ge=1)
     fraction: float | None = Field(None, gt=0, le=1)
     sampling: Literal["random", "round_robin"] = "random"
-    strategy: str = Field("fedavg", description="a registered strategy: fedavg, fedavgm, ...")
+    strategy: StrategyName = Field("fedavg", description="a registered strategy: fedavg, fedavgm, ...")
     server_lr: float = Field(1.0, gt=0)
     server_momentum: float = Field(0.9, ge=0, lt=1)
     eval_every: int = Field(1, ge=1)
     checkpoint_every: int = Field(0, ge=0, description="0 disables checkpoints")
 
-    @field_validator("strategy")
-    @classmethod
-    def _known_strategy(cls, v: str) -> str:
-        STRATEGIES.get(v)
-        return v
 
     @model_validator(mode="after")
     def _sampling(self) -> FLConfig:
@@ -62,32 +63,22 @@ class FLConfig(Section):
 class RuntimeConfig(Section):
     """Where client work runs: a registered executor (inline, processes, ray, ...)."""
 
-    executor: str = "inline"
+    executor: ExecutorName = "inline"
     workers: int = Field(2, ge=1)
     address: str | None = None
 
-    @field_validator("executor")
-    @classmethod
-    def _known_executor(cls, v: str) -> str:
-        EXECUTORS.get(v)
-        return v
 
 
 class SecureConfig(Section):
     """Secure aggregation: plain FedAvg, or a registered one (Citadel's `zero_sum` masked tree)."""
 
-    aggregation: str = "plain"
+    aggregation: SecureAggregationName = "plain"
     fanout: int = Field(10, ge=2)
     on_dropout: Literal["remask", "abort"] = "remask"
     max_update_norm: float | None = Field(
         None, gt=0, description="L2 bound on each party's update, applied inside its training enclave")
     attestation: str = Field("mock", description="attestation backend; 'mock' simulates, with no hardware protection")
 
-    @field_validator("aggregation")
-    @classmethod
-    def _known_aggregation(cls, v: str) -> str:
-        SECURE_AGGREGATIONS.get(v)
-        return v
 
     @model_validator(mode="after")
     def _aggregation_checks(self) -> SecureConfig:
@@ -103,15 +94,10 @@ class SecureConfig(Section):
 class AttackConfig(Section):
     """An adversary: its registered name, which clients it controls, and its options."""
 
-    name: str = "none"
+    name: AttackName = "none"
     clients: list[int] = Field(default_factory=list)
     options: dict[str, Any] = Field(default_factory=dict, description="validated by the attack's options model")
 
-    @field_validator("name")
-    @classmethod
-    def _known_attack(cls, v: str) -> str:
-        ATTACKS.get(v)
-        return v
 
     @model_validator(mode="after")
     def _options(self) -> AttackConfig:
@@ -132,15 +118,10 @@ class DefenseConfig(Section):
     wrappers, each configured by its own `[defense.options.<name>]` table.
     """
 
-    aggregator: str = "mean"
+    aggregator: AggregatorName = "mean"
     options: dict[str, Any] = Field(default_factory=dict)
     names: list[str] = Field(default_factory=list)
 
-    @field_validator("aggregator")
-    @classmethod
-    def _known_aggregator(cls, v: str) -> str:
-        AGGREGATORS.get(v)
-        return v
 
     @model_validator(mode="after")
     def _checks(self) -> DefenseConfig:

@@ -9,14 +9,15 @@ epochs and schedule come from the experiment's `[train]` section; `HogwildConfig
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from siegecraft.core.config import FieldError, check_options
-from siegecraft.core.training import TrainConfig, scheduled_lr
+from siegecraft.core.config import FieldError, check_options, registered
+from siegecraft.core.training import TrainConfig, increasing_milestones, scheduled_lr
 from siegecraft.engines.hogwild.schedulers import SCHEDULERS
+
+SchedulerName = registered(SCHEDULERS)
 
 
 class HogwildSection(BaseModel):
@@ -26,7 +27,7 @@ class HogwildSection(BaseModel):
 
     workers: int = Field(4, ge=1, le=64)
     shared_optimizer: bool = Field(False, description="one global step counter, schedule and momentum")
-    scheduler: str = Field("free", description="who decides when workers run: free, os_signals, gated")
+    scheduler: SchedulerName = Field("free", description="who decides when workers run: free, os_signals, gated")
     scheduler_options: dict[str, Any] = Field(default_factory=dict, description="the scheduler's own options")
     side_channel: bool | None = Field(
         None, description="workers report batch label histograms; default: on unless scheduler is free"
@@ -36,11 +37,6 @@ class HogwildSection(BaseModel):
     checkpoint_every_s: float | None = Field(None, gt=0)
     timeout_s: float = Field(3600.0, gt=0, description="abort (and clean up) a run that takes longer")
 
-    @field_validator("scheduler")
-    @classmethod
-    def _known_scheduler(cls, v: str) -> str:
-        SCHEDULERS.get(v)
-        return v
 
     @model_validator(mode="after")
     def _scheduler_options(self) -> HogwildSection:
@@ -77,12 +73,7 @@ class HogwildConfig(HogwildSection):
         keys = ("epochs", "lr", "momentum", "weight_decay", "batch_size", "lr_decay", "lr_milestones", "lr_gamma")
         return cls(**section.model_dump(exclude_unset=True), **{k: getattr(train, k) for k in keys}, seed=seed)
 
-    @field_validator("lr_milestones")
-    @classmethod
-    def _increasing(cls, v: list[float]) -> list[float]:
-        if any(m <= 0 for m in v) or any(b <= a for a, b in itertools.pairwise(v)):
-            raise ValueError(f"lr_milestones must be positive and strictly increasing, got {v}")
-        return v
+    _increasing = field_validator("lr_milestones")(increasing_milestones)
 
     def uses_side_channel(self) -> bool:
         """Whether workers publish their batch's label histogram (the simulated side channel)."""

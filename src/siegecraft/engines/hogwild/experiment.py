@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from siegecraft.core.config import ExperimentBase, FieldError, Section, check_options
+from siegecraft.core.config import ExperimentBase, FieldError, Section, check_options, registered
 from siegecraft.engines.hogwild.config import HogwildConfig, HogwildSection
 from siegecraft.engines.hogwild.extensions import (
     ASYNC_DEFENSES,
@@ -16,19 +16,15 @@ from siegecraft.engines.hogwild.extensions import (
 )
 
 TRAIN_KEYS = ("lr", "momentum", "weight_decay", "batch_size", "epochs", "lr_decay", "lr_milestones", "lr_gamma")
+HogwildAttackName = registered(HOGWILD_ATTACKS)
 
 
 class HogwildAttackConfig(Section):
     """A scheduling adversary by registered name, with its options."""
 
-    name: str = "none"
+    name: HogwildAttackName = "none"
     options: dict[str, Any] = Field(default_factory=dict, description="validated by the attack's options model")
 
-    @field_validator("name")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        HOGWILD_ATTACKS.get(v)
-        return v
 
     @model_validator(mode="after")
     def _options(self) -> HogwildAttackConfig:

@@ -349,3 +349,9 @@ def test_matrix_workers_load_the_plugin(fresh_plugin: None, tmp_path: Path) -> N
     assert res.exit_code == 0, res.output
     (mdir,) = (tmp_path / "out").iterdir()
     assert "boost_influence" in cells(mdir)["demo_boost", "mean"]["final"]
+
+
+def test_data_list_shows_a_plugin_dataset(fresh_plugin: None) -> None:
+    res = runner.invoke(app, ["data", "list", "--plugin", PLUGIN])
+    assert res.exit_code == 0, res.output
+    assert "demo_shapes" in res.output

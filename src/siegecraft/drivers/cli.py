@@ -11,13 +11,19 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from siegecraft.core.config import ConfigError
+from siegecraft.core.data.datasets import load_dataset
+from siegecraft.core.data.fetch import dataset_status, fetch
+from siegecraft.core.data.partition import class_counts, format_class_counts, partition
 from siegecraft.core.results import RunDir, build_report, summary_table
 from siegecraft.drivers.experiment import load_experiment
 from siegecraft.drivers.matrix import matrix_table, run_matrix
+from siegecraft.drivers.plugins import load_all
 from siegecraft.drivers.runner import run_experiment
 from siegecraft.drivers.sweep import run_sweep, sweep_table
+from siegecraft.engines.serverless.redis_server import list_redis, start_redis, stop_redis
 
 app = typer.Typer(help="Collaborative ML training and its security.", no_args_is_help=True, add_completion=False)
 data_app = typer.Typer(help="Datasets: list, fetch, partition.", no_args_is_help=True)
@@ -119,8 +125,12 @@ def sweep(
 
 
 @app.command()
-def report(run_dir: Annotated[Path, typer.Argument(help="a run directory")]) -> None:
+def report(run_dir: Annotated[Path, typer.Argument(help="a run directory")], plugin: PluginOpt = None) -> None:
     """Rebuild report.html (and the standard figures) for a run directory."""
+    try:
+        load_all(plugin or [])
+    except ConfigError as err:
+        _fail(str(err))
     try:
         rd = RunDir.open(run_dir)
     except FileNotFoundError as err:
@@ -163,12 +173,12 @@ def matrix(
 
 
 @data_app.command("list")
-def data_list() -> None:
-    """Which datasets are available on this machine, and where."""
-    from rich.table import Table
-
-    from siegecraft.core.data.fetch import dataset_status
-
+def data_list(plugin: PluginOpt = None) -> None:
+    """Which datasets are available on this machine, and where (plugins' datasets included)."""
+    try:
+        load_all(plugin or [])
+    except ConfigError as err:
+        _fail(str(err))
     table = Table("dataset", "available", "where")
     for name, ok, where in dataset_status():
         table.add_row(name, "yes" if ok else "no", where)
@@ -179,13 +189,13 @@ def data_list() -> None:
 def data_fetch(
     name: Annotated[str, typer.Argument(help="dataset name")],
     data_dir: Annotated[Path | None, typer.Option(help="target data directory")] = None,
+    plugin: PluginOpt = None,
 ) -> None:
     """Download a dataset from its official source (needs the internet)."""
-    from siegecraft.core.data.fetch import fetch
-
     try:
+        load_all(plugin or [])
         path = fetch(name, data_dir)
-    except (OSError, ValueError, RuntimeError) as err:
+    except (ConfigError, OSError, ValueError, RuntimeError) as err:
         _fail(str(err))
     console.print(f"{name}: {path}")
 
@@ -195,9 +205,6 @@ def data_partition(
     config: Annotated[Path, typer.Argument(help="experiment TOML file")], set_: SetOpt = None, plugin: PluginOpt = None
 ) -> None:
     """Print the per-client class counts the config's partition produces."""
-    from siegecraft.core.data.datasets import load_dataset
-    from siegecraft.core.data.partition import class_counts, format_class_counts, partition
-
     try:
         exp = load_experiment(config, set_ or [], plugin or [])
         if not hasattr(exp, "fl"):
@@ -220,8 +227,6 @@ app.add_typer(serverless_app, name="serverless")
 @redis_app.command("start")
 def redis_start(port: Annotated[int | None, typer.Option(help="port (default: a free one)")] = None) -> None:
     """Start redis-server on 127.0.0.1 (no persistence); prints its address and pidfile."""
-    from siegecraft.engines.serverless.redis_server import start_redis
-
     try:
         handle = start_redis(port)
     except (OSError, RuntimeError) as err:
@@ -232,8 +237,6 @@ def redis_start(port: Annotated[int | None, typer.Option(help="port (default: a 
 @redis_app.command("stop")
 def redis_stop(pidfile: Annotated[Path | None, typer.Argument(help="pidfile (default: every one we started)")] = None) -> None:
     """Stop Redis servers started by `siegecraft serverless redis start`."""
-    from siegecraft.engines.serverless.redis_server import list_redis, stop_redis
-
     targets = [pidfile] if pidfile else list_redis()
     if not targets:
         console.print("no redis server started by siegecraft is recorded")

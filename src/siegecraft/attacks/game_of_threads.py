@@ -60,10 +60,14 @@ class GameOfThreadsConfig(AttackOptions):
         return self
 
     def check_against(self, hog: HogwildConfig, num_classes: int) -> None:
-        """Cross-checks that need the training configuration (FieldError, paths from the experiment root)."""
+        """Cross-checks against the training configuration and the class count (FieldError)."""
+        self.check_settings(hog)
         if self.target_label >= num_classes:
             raise FieldError(("attack", "options", "target_label"), self.target_label,
                              f"the dataset has {num_classes} classes (labels 0..{num_classes - 1})")
+
+    def check_settings(self, hog: HogwildConfig) -> None:
+        """Cross-checks that need only the training configuration (FieldError, paths from the experiment root)."""
         if self.variant == 2 and self.n_held >= hog.workers:
             raise FieldError(("attack", "options", "n_held"), self.n_held,
                              f"variant 2 needs at least one more honest worker than held ones "
@@ -230,7 +234,10 @@ class GameOfThreadsAttack(ThreadAdversary):
     options: GameOfThreadsConfig
     success_metric = "degradation_points"
 
-    def check(self, cfg: HogwildConfig, num_classes: int) -> None:
+    def check(self, cfg: HogwildConfig) -> None:
+        self.options.check_settings(cfg)
+
+    def check_data(self, cfg: HogwildConfig, num_classes: int) -> None:
         self.options.check_against(cfg, num_classes)
 
     def target_label(self) -> int:

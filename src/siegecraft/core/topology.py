@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from siegecraft.core.config import ExperimentBase
+from siegecraft.core.data.image_dataset import ImageDataset
 from siegecraft.core.registry import Registry
 from siegecraft.core.results.rundir import RunDir
 
@@ -23,9 +24,9 @@ class Topology:
     schema: ClassVar[type[ExperimentBase]] = ExperimentBase
 
     @classmethod
-    def preflight(cls, exp: Any) -> None:
-        """Checks that need more than the config (e.g. the dataset's class count); raise FieldError."""
-        del exp
+    def preflight(cls, exp: Any, train_set: ImageDataset) -> None:
+        """Checks that need the data (`train_set`, already loaded: its class count, ...); raise FieldError."""
+        del exp, train_set
 
     @classmethod
     def run(cls, exp: Any, run: RunDir, *, progress: Progress | None = None, resume: bool = False) -> dict[str, Any]:

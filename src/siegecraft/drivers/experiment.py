@@ -23,6 +23,7 @@ from siegecraft.core.config import (
     read_toml,
 )
 from siegecraft.core.data.datasets import DATASETS
+from siegecraft.core.data.image_dataset import ImageDataset
 from siegecraft.core.data.paths import DatasetNotFoundError, resolve_data_dir
 from siegecraft.core.models.catalog import build_model
 from siegecraft.core.topology import TOPOLOGIES, Topology
@@ -71,8 +72,10 @@ def _named_option(err: Exception, options: dict[str, Any]) -> str | None:
     return named or (next(iter(options)) if len(options) == 1 else None)
 
 
-def check_workload(exp: ExperimentBase) -> None:
-    """The dataset is there and loads with `[data]`'s options, and the model builds for it (FieldError)."""
+def check_workload(exp: ExperimentBase) -> ImageDataset:
+    """The dataset is there and loads with `[data]`'s options, and the model builds for it (FieldError).
+
+    Returns the (limited) training set, so the topology's own checks need not load it again."""
     d, m = exp.data, exp.model
     try:
         DATASETS.get(d.dataset).locate(resolve_data_dir(d.data_dir))
@@ -94,6 +97,7 @@ def check_workload(exp: ExperimentBase) -> None:
         key = _named_option(err, m.options)
         path, value = (("model", "options", key), m.options[key]) if key else (("model", "name"), m.name)
         raise FieldError(path, value, f"the model rejects it ({err})") from None
+    return train
 
 
 def _one_line(err: Exception) -> str:
@@ -104,7 +108,6 @@ def _one_line(err: Exception) -> str:
 def preflight(exp: ExperimentBase) -> None:
     """Checks that need the data (before any run directory exists); ConfigError on a mistake."""
     try:
-        check_workload(exp)
-        TOPOLOGIES.get(exp.topology).preflight(exp)
+        TOPOLOGIES.get(exp.topology).preflight(exp, check_workload(exp))
     except (FieldError, DatasetNotFoundError) as err:
         raise ConfigError(_one_line(err)) from None

@@ -14,9 +14,9 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from siegecraft.core.config import ExperimentBase, FieldError, Section, check_options, registered
-from siegecraft.engines.federated.aggregation import AGGREGATORS
+from siegecraft.engines.federated.aggregation import AGGREGATORS, is_linear
 from siegecraft.engines.federated.executors.base import EXECUTORS
-from siegecraft.engines.federated.extensions import ATTACKS, Adversary
+from siegecraft.engines.federated.extensions import ATTACKS, Adversary, build_adversary
 from siegecraft.engines.federated.secure import SECURE_AGGREGATIONS
 from siegecraft.engines.federated.strategy import STRATEGIES
 from siegecraft.engines.federated.wrappers import STRATEGY_DEFENSES, split_defense_options
@@ -107,8 +107,7 @@ class AttackConfig(Section):
         return self
 
     def build(self) -> Adversary:
-        cls = ATTACKS.get(self.name)
-        return cls(self.clients, cls.options_model.model_validate(self.options))
+        return build_adversary(self.name, self.clients, self.options)
 
 
 class DefenseConfig(Section):
@@ -163,7 +162,7 @@ class FederatedExperiment(ExperimentBase):
     @model_validator(mode="after")
     def _cross_checks(self) -> FederatedExperiment:
         if self.secure.sum_only:
-            if not getattr(AGGREGATORS.get(self.defense.aggregator), "linear", False):
+            if not is_linear(AGGREGATORS.get(self.defense.aggregator)):
                 raise FieldError(("defense", "aggregator"), self.defense.aggregator,
                                  f"needs individual client updates, but secure.aggregation = "
                                  f"{self.secure.aggregation!r} reveals only their sum; use 'mean' (clipping inside "

@@ -19,7 +19,7 @@ from siegecraft.core.models import flat_params, load_flat_params
 from siegecraft.core.results.rundir import RunDir, Stopwatch
 from siegecraft.core.topology import TOPOLOGIES, Progress, Topology
 from siegecraft.core.training import evaluate
-from siegecraft.core.workload import build_workload, load_splits
+from siegecraft.core.workload import build_workload
 from siegecraft.engines.federated.client import ClientTrainer, ClientUpdate
 from siegecraft.engines.federated.config import FederatedExperiment
 from siegecraft.engines.federated.defense_setup import configured_aggregator, defend, server_root_split
@@ -197,9 +197,8 @@ class FederatedTopology(Topology):
     schema = FederatedExperiment
 
     @classmethod
-    def preflight(cls, exp: FederatedExperiment) -> None:
-        train, _ = load_splits(exp)
-        d = exp.data
+    def preflight(cls, exp: FederatedExperiment, train_set: ImageDataset) -> None:
+        train, d = train_set, exp.data
         clients_data = server_root_split(train, exp)[0] if exp.defense.names else train  # as the run splits it
         params = d.partition_params()
         try:
@@ -210,9 +209,8 @@ class FederatedTopology(Topology):
             raise FieldError(("data", key), getattr(d, key),
                              f"cannot split {len(clients_data)} training samples over fl.clients = "
                              f"{exp.fl.clients} with it ({err})") from None
-        if exp.attack.name != "none":
-            attack = ATTACKS.get(exp.attack.name)
-            attack.check_data(attack.options_model.model_validate(exp.attack.options), exp, train)
+        attack = ATTACKS.get(exp.attack.name)
+        attack.check_data(attack.options_model.model_validate(exp.attack.options), exp, train)
 
     @classmethod
     def run(cls, exp: FederatedExperiment, run: RunDir, *, progress: Progress | None = None,

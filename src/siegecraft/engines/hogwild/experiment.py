@@ -67,9 +67,7 @@ class HogwildExperiment(ExperimentBase):
     def _cross_checks(self) -> HogwildExperiment:
         self.check_train_keys(TRAIN_KEYS)
         cfg = self.settings()
-        if self.attack.name != "none":
-            # the class count is checked against the data in preflight; here only the settings
-            self.attack.build().check(cfg, num_classes=10**9)
+        self.attack.build().check(cfg)  # the class count is checked against the data in preflight
         return self
 
     def settings(self) -> HogwildConfig:

@@ -121,8 +121,12 @@ class ThreadAdversary:
     def __init__(self, options: AttackOptions) -> None:
         self.options = options
 
-    def check(self, cfg: HogwildConfig, num_classes: int) -> None:
-        """Raise FieldError (path under `attack.options`, or `hogwild.*`) on settings the attack cannot use."""
+    def check(self, cfg: HogwildConfig) -> None:
+        """Raise FieldError (path from the experiment root) on settings the attack cannot run with."""
+        del cfg
+
+    def check_data(self, cfg: HogwildConfig, num_classes: int) -> None:
+        """Checks that need the training data's class count; run before the run directory exists."""
         del cfg, num_classes
 
     def target_label(self) -> int:

@@ -13,10 +13,10 @@ from torch import nn
 from siegecraft.core.data.image_dataset import ImageDataset
 from siegecraft.core.results import RunDir
 from siegecraft.core.topology import TOPOLOGIES, Progress, Topology
-from siegecraft.core.workload import build_workload, load_splits
+from siegecraft.core.workload import build_workload
 from siegecraft.engines.hogwild.config import HogwildConfig
 from siegecraft.engines.hogwild.experiment import HogwildExperiment
-from siegecraft.engines.hogwild.extensions import ThreadAdversary, build_async_defenses
+from siegecraft.engines.hogwild.extensions import HOGWILD_ATTACKS, ThreadAdversary, build_async_defenses
 from siegecraft.engines.hogwild.figures import timeline_figure
 from siegecraft.engines.hogwild.policy import SchedulePolicy
 from siegecraft.engines.hogwild.trainer import HogwildResult, HogwildTrainer
@@ -72,7 +72,7 @@ def train_hogwild(
     (PNG paths, written to `figures_dir`, default `out_dir/figures`).
     """
     if attack is not None:
-        attack.check(cfg, train.num_classes)
+        attack.check_data(cfg, train.num_classes)
     built = build_async_defenses(defenses, defense_options)
     policy = attack.policy(cfg) if attack is not None else None
     planted = attack.planted(cfg, len(train)) if attack is not None else {}
@@ -128,10 +128,8 @@ class HogwildTopology(Topology):
     schema = HogwildExperiment
 
     @classmethod
-    def preflight(cls, exp: HogwildExperiment) -> None:
-        if exp.attack.name != "none":
-            train, _ = load_splits(exp)
-            exp.attack.build().check(exp.settings(), train.num_classes)
+    def preflight(cls, exp: HogwildExperiment, train_set: ImageDataset) -> None:
+        exp.attack.build().check_data(exp.settings(), train_set.num_classes)
 
     @classmethod
     def run(cls, exp: HogwildExperiment, run: RunDir, *, progress: Progress | None = None,
@@ -140,4 +138,4 @@ class HogwildTopology(Topology):
 
     @classmethod
     def success_metric(cls, exp: HogwildExperiment) -> str | None:
-        return None if exp.attack.name == "none" else exp.attack.build().success_metric
+        return HOGWILD_ATTACKS.get(exp.attack.name).success_metric

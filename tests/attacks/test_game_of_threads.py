@@ -7,14 +7,17 @@ import signal
 import pytest
 import torch
 
-from siegecraft.attacks.game_of_threads import GameOfThreadsAttack, GameOfThreadsConfig, planted_runs
+from siegecraft.attacks.game_of_threads import GameOfThreads, GameOfThreadsAttack, GameOfThreadsConfig, planted_runs
 from siegecraft.core.config import ConfigError
 from siegecraft.core.data.datasets import load_dataset
 from siegecraft.core.data.image_dataset import ImageDataset
 from siegecraft.core.models import SiegeModel, build_model
 from siegecraft.drivers.experiment import build_experiment
 from siegecraft.engines.hogwild.config import HogwildConfig
+from siegecraft.engines.hogwild.policy import GO, HOLD, Decision, WorkerControl
 from siegecraft.engines.hogwild.runner import train_hogwild
+from siegecraft.engines.hogwild.shared_state import SharedState
+from siegecraft.engines.hogwild.traps import READ_TRAP, TrapEvent
 
 
 @pytest.fixture(scope="module")
@@ -109,13 +112,120 @@ def test_variant2_runs_under_os_signals(data):
     assert "freeze" in _events(summary) and "thaw" in _events(summary)
 
 
+def test_variant1_with_n_held_workers_lands_n_stale_updates(data):
+    summary = _run(data, _cfg("gated"), _v1(n_held=2))
+    att = summary["attack"]
+    assert len(att["victims"]) == 2 and att["held_shares"] == [1.0, 1.0] and att["stale_updates"] == 2
+    assert _events(summary) == ["hold", "hold", "release", "stale update", "stale update", "kill"]
+    for victim, hold in zip(att["victims"], [e for e in summary["events"] if e["event"] == "hold"], strict=True):
+        assert summary["steps"][victim] == hold["local_step"] + 1  # held, then exactly one (stale) step
+
+
+def test_leader_lr_clock_takes_the_stale_learning_rate_away(data):
+    """Same schedule (gated: bit-reproducible) with the victim's lr following the leader: its update is 100x smaller."""
+    own = _run(data, _cfg("gated"), _v1())
+    leader = _run(data, _cfg("gated").model_copy(update={"lr_clock": "leader"}), _v1())
+    assert own["target_rate"] >= own["target_rate_before_release"] + 0.05
+    assert abs(leader["target_rate"] - leader["target_rate_before_release"]) < 0.02
+    assert abs(leader["degradation_points"]) < 2
+
+
+class _Channel:
+    def __init__(self) -> None:
+        self.shares: dict[int, float] = {}
+
+    def share(self, rank: int, label: int) -> float:
+        del label
+        return self.shares[rank]
+
+
+class _Control(WorkerControl):
+    """A scheduler stand-in: records releases and marks; progress and shares are set by the test."""
+
+    def __init__(self, workers: int = 4, steps_per_epoch: int = 100) -> None:
+        self.workers, self.steps_per_epoch = workers, steps_per_epoch
+        self.state = SharedState.create(workers)
+        self.channel = _Channel()  # type: ignore[assignment]
+        self.held: dict[int, TrapEvent] = {}
+        self.released: list[int] = []
+        self.marks: list[str] = []
+
+    def release(self, ranks) -> None:
+        for r in ranks:
+            self.held.pop(r, None)
+            self.released.append(r)
+
+    def kill(self, rank: int) -> None: ...
+    def pause(self, rank: int) -> None: ...
+    def resume(self, rank: int) -> None: ...
+    def finished(self, rank: int) -> bool:
+        return False
+    def evaluate(self, tag: str) -> None: ...
+    def mark(self, label: str, **info: object) -> None:
+        self.marks.append(label)
+
+    def read(self, policy: GameOfThreads, rank: int, step: int, share: float) -> Decision:
+        self.channel.shares[rank] = share  # type: ignore[attr-defined]
+        self.state.steps[rank] = step
+        event = TrapEvent(rank, READ_TRAP, step, 0)
+        decision = policy.on_trap(event, self)
+        if decision is HOLD:
+            self.held[rank] = event
+        return decision
+
+
+def _policy(selection: str, n_held: int = 2) -> GameOfThreads:
+    hog = HogwildConfig(workers=4, epochs=1, lr_milestones=[0.5], scheduler="gated")
+    cfg = GameOfThreadsConfig(variant=1, target_label=6, bias=0.3, n_held=n_held, selection=selection,
+                              capture_from=0.1)
+    return GameOfThreads(cfg, hog)
+
+
+def test_best_selection_keeps_the_most_biased_batches_and_lets_the_weakest_go():
+    ctl, policy = _Control(), _policy("best")
+    assert ctl.read(policy, 0, 5, 0.9) is GO  # before the window (0.1 epochs = step 10)
+    assert ctl.read(policy, 0, 10, 0.4) is HOLD
+    assert ctl.read(policy, 1, 12, 0.2) is GO  # below bias
+    assert ctl.read(policy, 1, 13, 0.3) is HOLD
+    assert ctl.read(policy, 2, 15, 0.5) is HOLD  # more biased than rank 1's 0.3: swap
+    assert ctl.released == [1] and policy.victims == [0, 2]
+    assert ctl.read(policy, 3, 16, 0.35) is GO  # not above the weakest held (0.4)
+    policy.on_tick(ctl)
+    assert policy.phase == "collect"  # ranks 1 and 3 can still reach the window (it ends at step 50)
+    ctl.state.steps[1], ctl.state.steps[3] = 50, 60
+    policy.on_tick(ctl)
+    assert policy.phase == "wait" and policy.swaps == 1 and ctl.marks.count("swap") == 1
+    assert policy.status() == "did not fire: 2 held, but no stale update landed (phase wait)"
+
+
+def test_first_selection_stops_looking_once_n_are_held():
+    ctl, policy = _Control(), _policy("first")
+    ctl.read(policy, 0, 10, 0.4)
+    ctl.read(policy, 1, 13, 0.3)
+    assert policy.phase == "wait"
+    assert ctl.read(policy, 2, 15, 1.0) is GO and ctl.released == []
+
+
+def test_status_says_why_an_attack_did_not_fire():
+    ctl, policy = _Control(), _policy("best")
+    assert policy.status() == "did not fire: no batch reached the capture window"
+    ctl.read(policy, 0, 20, 0.25)
+    ctl.read(policy, 1, 21, 0.125)
+    assert policy.status() == ("did not fire: none of 2 batches in the capture window had a label-6 share "
+                               ">= 0.3 (largest 0.250)")
+    summary = policy.summary()
+    assert summary["fired"] is False and summary["best_share_seen"] == 0.25
+
+
 def test_config_validation():
-    with pytest.raises(ValueError, match="variant 2 dials"):
-        GameOfThreadsConfig(variant=1, n_held=2)
+    with pytest.raises(ValueError, match="variant 2 dial"):
+        GameOfThreadsConfig(variant=1, stages=2)
     with pytest.raises(ValueError, match="os_signals"):
         _v1().check_against(_cfg("free"), 10)
-    with pytest.raises(ValueError, match="needs at least one more"):
+    with pytest.raises(ValueError, match="at most hogwild.workers - 1 = 2"):
         GameOfThreadsConfig(variant=2, n_held=3).check_against(_cfg("gated", workers=3), 10)
+    with pytest.raises(ValueError, match="capture window"):
+        GameOfThreadsConfig(capture_from=1.0).check_against(_cfg("gated"), 10)  # first milestone at 1.0
     raw = {"topology": "hogwild", "hogwild": {"scheduler": "gated"}}
     with pytest.raises(ConfigError, match="attack.options.bais = 0.3: unknown key; allowed keys: bias"):
         build_experiment({**raw, "attack": {"name": "game_of_threads", "options": {"bais": 0.3}}})

@@ -1,20 +1,25 @@
 """Game of Threads (Sanchez Vicarte et al., ASPLOS 2020): poisoning Hogwild training by scheduling alone.
 
 The adversary is the OS. It never touches data, code or parameters; it only decides when each worker
-runs, and learns each batch's label mix through a (simulated) side channel.
+runs, and learns each batch's label mix through a (simulated) side channel. It waits on the data order
+the workers would use anyway: in the capture window it holds the N workers whose batches carry the
+largest share (at least `bias`) of the target label; with `selection = "best"` it lets a held worker go
+(it trains on as an ordinary late worker) when a more biased batch turns up elsewhere.
 
-- Variant 1, stale optimiser state: in the high-learning-rate phase, hold a worker whose batch has at
-  least `bias` of the target label (before it reads the parameters). Let the others train to the end.
-  Release it: it computes its gradient on the converged model with its biased batch and applies it with
-  its stale, large learning rate and old momentum. At its next trap it is stopped and killed.
-- Variant 2, stale parameters: hold `n_held` such workers, let them read one snapshot together (the
-  others frozen at their traps), hold their writes until the others have converged, and release the
-  writes together. Stages 2..S repeat it on the current model: the N workers read one snapshot, their
-  writes are held and land back to back. Then they are killed.
+- Variant 1, stale optimiser state: the N workers are held before they read the parameters. The others
+  train to the end. Released, each computes its gradient on the converged model with its biased batch
+  and applies it with its own stale, large learning rate and old momentum; at its next trap it is
+  stopped and killed.
+- Variant 2, stale parameters: the N held workers read one snapshot together (the others frozen at their
+  traps), their writes are held until the others have converged and then land together. Stages 2..S
+  repeat it on the current model: the N read one snapshot, their writes land back to back. Then they
+  are killed. Under the PyTorch example's per-worker lr clock the writes also carry the stale learning
+  rate; with `[hogwild] lr_clock = "leader"` they carry the lr in force when released (pure variant 2).
 
 `GameOfThreads` is a `SchedulePolicy`: under `os_signals` a hold is a real SIGSTOP, under `gated` a
-withheld grant. `conditioned_share` conditions the workers' data orders to contain batches of that
-target share (an attacker who waits long enough sees one); `binomial_tail` says how long that is.
+withheld grant. `conditioned_share` is the oracle data order (an upper bound, never a natural result):
+it plants batches of that target share into every worker's shuffle; `binomial_tail` says how rare they
+are naturally. `status()` says in one line whether and how the attack fired.
 """
 
 from __future__ import annotations
@@ -40,18 +45,21 @@ class GameOfThreadsConfig(AttackOptions):
     variant: Literal[1, 2] = 1
     target_label: int = Field(0, ge=0)
     bias: float = Field(0.2, gt=0, le=1, description="hold a batch with at least this share of the target")
-    n_held: int = Field(1, ge=1, description="variant 2: updates computed on one snapshot, released together")
+    n_held: int = Field(1, ge=1, description="held workers (N); variant 2: their updates share one snapshot")
     stages: int = Field(1, ge=1, description="variant 2: how many times N held updates land together")
+    selection: Literal["first", "best"] = Field(
+        "best", description="first: hold the first N biased batches; best: keep the N most biased seen in the window"
+    )
     capture_from: float = Field(0.1, ge=0, description="earliest capture, in the victim's epochs")
     capture_until: float | None = Field(None, gt=0, description="latest capture; default: first lr milestone")
     conditioned_share: float | None = Field(
-        None, gt=0, le=1, description="condition data orders to contain batches with this target share"
+        None, gt=0, le=1, description="oracle data order (upper bound): plant batches with this target share"
     )
 
     @model_validator(mode="after")
     def _variant_dials(self) -> GameOfThreadsConfig:
-        if self.variant == 1 and (self.n_held != 1 or self.stages != 1):
-            raise ValueError("n_held and stages are variant 2 dials; variant 1 holds one worker for one update")
+        if self.variant == 1 and self.stages != 1:
+            raise ValueError("stages is a variant 2 dial; variant 1 gives each held worker one update")
         if self.capture_until is not None and self.capture_until <= self.capture_from:
             raise ValueError(f"capture_until={self.capture_until} must exceed capture_from={self.capture_from}")
         if self.conditioned_share is not None and self.conditioned_share < self.bias:
@@ -68,10 +76,15 @@ class GameOfThreadsConfig(AttackOptions):
 
     def check_settings(self, hog: HogwildConfig) -> None:
         """Cross-checks that need only the training configuration (FieldError, paths from the experiment root)."""
-        if self.variant == 2 and self.n_held >= hog.workers:
+        if self.n_held >= hog.workers:
             raise FieldError(("attack", "options", "n_held"), self.n_held,
-                             f"variant 2 needs at least one more honest worker than held ones "
-                             f"(hogwild.workers = {hog.workers})")
+                             f"at most hogwild.workers - 1 = {hog.workers - 1}: someone must keep training")
+        start, end = self.window(hog)
+        if start >= end:
+            key = "capture_until" if self.capture_until is not None else "capture_from"
+            raise FieldError(("attack", "options", key), getattr(self, key),
+                             f"the capture window [{start}, {end}) epochs is empty (it ends at "
+                             f"{'capture_until' if self.capture_until is not None else 'the first lr milestone'})")
         if hog.scheduler == "free":
             raise FieldError(("hogwild", "scheduler"), hog.scheduler,
                              "game_of_threads acts through the scheduler: use 'os_signals' or 'gated'")
@@ -103,7 +116,7 @@ class GameOfThreads(SchedulePolicy):
     def __init__(self, cfg: GameOfThreadsConfig, hog: HogwildConfig) -> None:
         self.cfg = cfg
         self.window = cfg.window(hog)
-        self.n_wanted = cfg.n_held if cfg.variant == 2 else 1
+        self.n_wanted = cfg.n_held
         self.phase = "collect"
         self.victims: list[int] = []
         self.shares: dict[int, float] = {}
@@ -112,6 +125,9 @@ class GameOfThreads(SchedulePolicy):
         self.stale_updates = 0
         self.before_release: dict[str, Any] | None = None
         self.snapshot_version: int | None = None
+        self.seen_in_window = 0  # batches the side channel showed in the capture window
+        self.best_seen = 0.0  # the largest target share among them
+        self.swaps = 0
 
     # -- helpers ------------------------------------------------------------------------------------
     def _in_window(self, event: TrapEvent, ctl: WorkerControl) -> bool:
@@ -135,12 +151,20 @@ class GameOfThreads(SchedulePolicy):
             if event.kind == READ_TRAP and not is_victim and self._in_window(event, ctl):
                 assert ctl.channel is not None
                 share = ctl.channel.share(event.rank, self.cfg.target_label)
-                if share >= self.cfg.bias:
-                    self.victims.append(event.rank)
-                    self.shares[event.rank] = share
-                    ctl.mark("hold", worker=event.rank, share=round(share, 4), local_step=event.step)
-                    if len(self.victims) == self.n_wanted:
+                self.seen_in_window += 1
+                self.best_seen = max(self.best_seen, share)
+                if share >= self.cfg.bias and len(self.victims) < self.n_wanted:
+                    self._hold(event, share, ctl)
+                    if len(self.victims) == self.n_wanted and self.cfg.selection == "first":
                         self._after_collect(ctl)
+                    return HOLD
+                weakest = min(self.victims, key=lambda v: self.shares[v], default=None)
+                if share >= self.cfg.bias and weakest is not None and share > self.shares[weakest]:
+                    self.victims.remove(weakest)
+                    ctl.release([weakest])  # it trains on as an ordinary (late) worker
+                    ctl.mark("swap", released=weakest, share=round(self.shares.pop(weakest), 4))
+                    self.swaps += 1
+                    self._hold(event, share, ctl)
                     return HOLD
             return GO
         if self.phase == "freeze":
@@ -160,6 +184,17 @@ class GameOfThreads(SchedulePolicy):
             return HOLD if event.kind == WRITE_TRAP else GO
         return GO
 
+    def _hold(self, event: TrapEvent, share: float, ctl: WorkerControl) -> None:
+        self.victims.append(event.rank)
+        self.shares[event.rank] = share
+        ctl.mark("hold", worker=event.rank, share=round(share, 4), local_step=event.step)
+
+    def _window_closed(self, ctl: WorkerControl) -> bool:
+        """No worker that is not held can still reach the capture window."""
+        end = self.window[1] * ctl.steps_per_epoch
+        return all(ctl.finished(r) or int(ctl.state.steps[r]) >= end
+                   for r in range(ctl.workers) if r not in self.victims)
+
     def _after_collect(self, ctl: WorkerControl) -> None:
         if self.cfg.variant == 1:
             self.phase = "wait"
@@ -168,6 +203,9 @@ class GameOfThreads(SchedulePolicy):
             ctl.mark("freeze", victims=list(self.victims))
 
     def on_tick(self, ctl: WorkerControl) -> None:
+        if (self.phase == "collect" and len(self.victims) == self.n_wanted and self.cfg.selection == "best"
+                and self._window_closed(ctl)):
+            self._after_collect(ctl)
         if self.phase == "collect" and self.victims and ctl.others_finished(self.victims):
             ctl.mark("capture incomplete", have=len(self.victims), wanted=self.n_wanted)
             self._after_collect(ctl)
@@ -212,11 +250,33 @@ class GameOfThreads(SchedulePolicy):
         ctl.mark("kill", victims=list(self.victims))
         self.phase = "finished"
 
+    def status(self) -> str:
+        """One line for the printed summary: whether the attack fired, and if not, why."""
+        label, bias = self.cfg.target_label, self.cfg.bias
+        if not self.victims:
+            if self.seen_in_window == 0:
+                return "did not fire: no batch reached the capture window"
+            return (f"did not fire: none of {self.seen_in_window} batches in the capture window had a "
+                    f"label-{label} share >= {bias} (largest {self.best_seen:.3f})")
+        if self.stale_updates == 0:
+            return f"did not fire: {len(self.victims)} held, but no stale update landed (phase {self.phase})"
+        fired = (f"fired: {len(self.victims)} held (label-{label} shares "
+                 f"{', '.join(f'{self.shares[v]:.3f}' for v in self.victims)}), {self.stale_updates} stale updates")
+        if len(self.victims) < self.n_wanted:
+            fired += f"; capture incomplete: {len(self.victims)} of n_held = {self.n_wanted}"
+        return fired
+
     def summary(self) -> dict[str, Any]:
         return {
+            "status": self.status(),
             "variant": self.cfg.variant,
             "target_label": self.cfg.target_label,
+            "oracle_data_order": self.cfg.conditioned_share is not None,
             "triggered": bool(self.victims),
+            "fired": self.stale_updates > 0,
+            "batches_seen_in_window": self.seen_in_window,
+            "best_share_seen": round(self.best_seen, 4),
+            "swaps": self.swaps,
             "victims": list(self.victims),
             "held_shares": [round(self.shares[v], 4) for v in self.victims],
             "stages_done": self.stage,

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from siegecraft.core.config import ConfigError
+from siegecraft.core.results.report import summary_rows
 from siegecraft.drivers.experiment import build_experiment, load_experiment
 from siegecraft.drivers.runner import run_experiment
 
@@ -34,6 +35,8 @@ def test_run_experiment_writes_metrics_summary_and_timeline_figure(tmp_path):
     summary = json.loads(run.summary_file.read_text())
     final = summary["final"]
     assert final["attack"]["triggered"] and final["attack"]["victims"] == [0]
+    assert final["attack_status"] == "fired: 1 held (label-6 shares 1.000), 1 stale updates"
+    assert final["attack"]["oracle_data_order"] is True
     assert final["dropped"] == {"bounded_staleness": [0, 0]}
     assert "degradation_points" in final and 0.0 <= final["target_rate"] <= 1.0
     records = run.read_metrics()
@@ -44,8 +47,23 @@ def test_run_experiment_writes_metrics_summary_and_timeline_figure(tmp_path):
     assert seen and seen[-1]["total"] == 2 * 2 * 20
 
 
+def test_an_attack_that_never_fired_says_so_in_the_printed_summary(tmp_path):
+    """Natural orders of 640 images never hold a batch of 32 that is all Shirt: the printed table says so."""
+    exp = build_experiment(_raw(variant=1, target_label=6, bias=1.0))
+    run = run_experiment(exp, out_root=tmp_path)
+    summary = json.loads(run.summary_file.read_text())
+    rows = dict(summary_rows(summary))
+    assert rows["attack_status"].startswith("did not fire: none of ")
+    assert "label-6 share >= 1.0 (largest 0." in rows["attack_status"]
+    assert summary["final"]["attack"]["fired"] is False and "degradation_points" not in summary["final"]
+
+
 @pytest.mark.parametrize(("change", "message"), [
-    ({"attack": {"name": "game_of_threads", "options": {"variant": 1, "n_held": 2}}}, "variant 2 dials"),
+    ({"attack": {"name": "game_of_threads", "options": {"variant": 1, "stages": 2}}}, "variant 2 dial"),
+    ({"attack": {"name": "game_of_threads", "options": {"variant": 1, "n_held": 2}}},
+     "attack.options.n_held = 2: at most hogwild.workers - 1 = 1"),
+    ({"attack": {"name": "game_of_threads", "options": {"capture_from": 1.5}}},
+     r"attack.options.capture_from = 1.5: the capture window \[1.5, 1.0\) epochs is empty"),
     ({"defense": {"names": ["bounded-stalenes"]}}, r"defense.names\[0\] = 'bounded-stalenes': not an async defense"),
     ({"defense": {"names": ["update_norm_filter"], "options": {"update_norm_filter": {"k": 0.5}}}},
      "defense.options.update_norm_filter.k"),

@@ -9,7 +9,7 @@ epochs and schedule come from the experiment's `[train]` section; `HogwildConfig
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -27,6 +27,10 @@ class HogwildSection(BaseModel):
 
     workers: int = Field(4, ge=1, le=64)
     shared_optimizer: bool = Field(False, description="one global step counter, schedule and momentum")
+    lr_clock: Literal["own", "leader"] = Field(
+        "own", description="own: each worker's schedule follows its own steps (PyTorch's example); "
+        "leader: every worker uses the schedule of the most advanced worker"
+    )
     scheduler: SchedulerName = Field("free", description="who decides when workers run: free, os_signals, gated")
     scheduler_options: dict[str, Any] = Field(default_factory=dict, description="the scheduler's own options")
     side_channel: bool | None = Field(

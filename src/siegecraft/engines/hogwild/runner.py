@@ -37,6 +37,8 @@ def summarize(result: HogwildResult, policy: SchedulePolicy | None) -> dict[str,
     }
     if policy is not None and hasattr(policy, "summary"):
         attack = policy.summary()
+        if "status" in attack:
+            out = {"attack_status": attack["status"], **out}
         before = attack.get("before_release")
         if before is not None and final:
             out["accuracy_before_release"] = before["accuracy"]

@@ -83,10 +83,12 @@ class HogwildLoop:
         self.current_lr = self.cfg.lr
 
     def lr(self, step: int) -> float:
-        """This worker's schedule (own step count), or the global one under a shared optimiser."""
+        """This worker's schedule (own step count), the leader's, or the global one under a shared optimiser."""
         spe = self.order.steps_per_epoch
         if self.cfg.shared_optimizer:
             return self.cfg.lr_at(self.views.version() / (spe * self.cfg.workers))
+        if self.cfg.lr_clock == "leader":
+            return self.cfg.lr_at(max(step, int(self.views.steps.max())) / spe)
         return self.cfg.lr_at(step / spe)
 
     def run(self) -> None:

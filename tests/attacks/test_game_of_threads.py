@@ -7,7 +7,12 @@ import signal
 import pytest
 import torch
 
-from siegecraft.attacks.game_of_threads import GameOfThreads, GameOfThreadsAttack, GameOfThreadsConfig, planted_runs
+from siegecraft.attacks.game_of_threads import (
+    GameOfThreads,
+    GameOfThreadsAttack,
+    GameOfThreadsConfig,
+    planted_runs,
+)
 from siegecraft.core.config import ConfigError
 from siegecraft.core.data.datasets import load_dataset
 from siegecraft.core.data.image_dataset import ImageDataset

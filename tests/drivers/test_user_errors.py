@@ -150,6 +150,10 @@ CASES = [
     # --- hogwild ----------------------------------------------------------------------------------------
     Case("got-target-label-above-classes", "hogwild", "attack.options.target_label", "12", "labels 0..9",
          {"attack": {**GOT, "options": {"target_label": 12}}}),  # preflight
+    Case("got-empty-capture-window", "hogwild", "attack.options.capture_from", "1.0", "window [1.0, 1.0) epochs is empty",
+         {"attack": {**GOT, "options": {"target_label": 3, "capture_from": 1.0}}}),
+    Case("got-every-worker-held", "hogwild", "attack.options.n_held", "2", "at most hogwild.workers - 1 = 1",
+         {"attack": {**GOT, "options": {"target_label": 3, "n_held": 2}}}),
     Case("got-with-free-scheduler", "hogwild", "hogwild.scheduler", "'free'", "'os_signals' or 'gated'",
          {"hogwild": {"scheduler": "free"}, "attack": GOT}),
     Case("unknown-scheduler", "hogwild", "hogwild.scheduler", "'round_robin'", "free, gated, os_signals",

@@ -37,6 +37,11 @@ PluginOpt = Annotated[
 ]
 
 
+EXIT_STOPPED = 3
+"""`siegecraft run` exit status when the run stopped itself early because its target was out of reach (the
+run directory, summary and report are complete); 2 is a user error refused before any work, 1 a crash."""
+
+
 def _fail(msg: str) -> None:
     """Print `error: <msg>` as exactly one line on stderr (never wrapped, markup-safe) and exit with 2."""
     line = " ".join(part.strip() for part in str(msg).splitlines() if part.strip()) or "unknown error"
@@ -88,10 +93,16 @@ def run(
                 run_dir = run_experiment(exp, out_root=out, resume=resume, progress=bar)
     except ConfigError as err:
         _fail(str(err))
-    console.print(summary_table(run_dir.read_summary()))
+    summary = run_dir.read_summary()
+    console.print(summary_table(summary))
     console.print(f"run directory: {run_dir.path}")
     if run_dir.report_file.exists():
         console.print(f"report: {run_dir.report_file}")
+    final = summary.get("final", {})
+    if final.get("stopped_early"):  # e.g. serverless on_miss = "abort": summary and report are written
+        line = f"stopped early: {final.get('target_missed') or 'target out of reach'}"
+        err_console.print(f"[bold yellow]target missed:[/] {escape(line)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_STOPPED)
 
 
 @app.command()

@@ -11,6 +11,8 @@ Epochs, batch size (fixed mode) and the optimiser come from `[train]`. Example:
     platform = "emulated"      # or "lithops" (localhost, AWS Lambda, GCP, Kubernetes via [serverless.lithops])
     store = "redis"            # or "memory"
     deadline_s = 600           # or budget_usd = 0.05; neither: the fixed workers, memory_mb and train.batch_size
+    on_infeasible = "refuse"   # or "best-effort": run the fastest/cheapest even when the prior says unreachable
+    on_miss = "abort"          # or "continue" (the default under best-effort): when a refit finds it out of reach
     [serverless.planner]
     workers = [1, 2, 4]
     memory_mb = [1024, 1769, 3538]
@@ -92,6 +94,13 @@ class ServerlessSection(_Section):
     memory_mb: int = Field(1769, ge=128, description="fixed mode: memory per function")
     deadline_s: float | None = Field(None, gt=0)
     budget_usd: float | None = Field(None, gt=0)
+    on_infeasible: Literal["refuse", "best-effort"] = Field(
+        "refuse", description="a target the prior model cannot reach: refuse before any invocation, or run anyway"
+    )
+    on_miss: Literal["abort", "continue"] | None = Field(
+        None, description="a refit finds the target out of reach: stop (exit 3) or go on; "
+        "default: abort, or continue with on_infeasible = 'best-effort'",
+    )  # fmt: skip
     planner: PlannerOptions = Field(default_factory=PlannerOptions)
     timeout_s: float = Field(900.0, gt=0, le=900, description="per-invocation limit (Lambda: 15 minutes)")
     sync_timeout_s: float = Field(60.0, gt=0, description="how long a worker waits for a peer's shard")
@@ -113,7 +122,7 @@ class ServerlessSection(_Section):
             if bad:
                 raise FieldError(("planner", "memory_mb"), self.planner.memory_mb,
                                  f"every tier must lie in the platform's [{lo}, {hi}] MB")
-        elif not lo <= self.memory_mb <= hi:
+        if not lo <= self.memory_mb <= hi:  # checked in every mode: a value out of range is never silently kept
             raise FieldError(("memory_mb",), self.memory_mb, f"must lie in the platform's [{lo}, {hi}] MB")
         if self.faults.rate > 0 and self.platform != "emulated":
             raise FieldError(("faults", "rate"), self.faults.rate, "fault injection needs platform = 'emulated'")
@@ -131,6 +140,13 @@ class ServerlessSection(_Section):
     def adaptive(self) -> bool:
         """Whether the Bayesian planner chooses configurations (a deadline or a budget is set)."""
         return self.deadline_s is not None or self.budget_usd is not None
+
+    @property
+    def miss_policy(self) -> Literal["abort", "continue"]:
+        """`on_miss`, or its default: abort, except under best-effort, which keeps running to the end."""
+        if self.on_miss is not None:
+            return self.on_miss
+        return "continue" if self.on_infeasible == "best-effort" else "abort"
 
 
 class ServerlessConfig(ServerlessSection):

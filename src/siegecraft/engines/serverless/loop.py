@@ -4,10 +4,15 @@ It only needs a `PlanExecutor` (run so many iterations with a configuration, ret
 a planner, so the same code drives a `TrainingJob` on a function platform and the calibrated
 simulator of `simulate.py`. Its progress is a JSON-able dict the caller persists after every step (the
 store, for real jobs), so a restarted driver continues, re-running an interrupted plan if there was one.
+
+When a decision finds the target out of reach (`PlanStep.reachable` is False), the first such finding is kept
+in `state["target_missed"]`; with `on_miss = "abort"` the loop stops there (no further invocations) and sets
+`state["aborted"]`, with `"continue"` it trains on with the planner's fallback choice.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -17,6 +22,7 @@ from siegecraft.engines.serverless.observations import Measurement
 from siegecraft.engines.serverless.planner import PlanStep
 from siegecraft.engines.serverless.specs import Config
 
+log = logging.getLogger(__name__)
 
 class PlanExecutor(Protocol):
     """Runs iterations of the job with one configuration."""
@@ -55,6 +61,8 @@ def new_state() -> dict[str, Any]:
         "records": [],
         "measurements": [],
         "inflight": None,
+        "target_missed": None,
+        "aborted": False,
     }
 
 
@@ -74,9 +82,18 @@ def drive(
     evaluate: Callable[[], dict[str, float]] | None = None,
     on_record: Callable[[dict[str, Any]], None] | None = None,
     limits: dict[str, float | None] | None = None,
+    on_miss: str = "continue",
 ) -> dict[str, Any]:
-    """Run (or continue) the whole job; returns the final state with one record per plan."""
+    """Run (or continue) the whole job; returns the final state with one record per plan.
+
+    `on_miss`: "abort" stops before the next plan once the planner finds the target out of reach,
+    "continue" records that and goes on.
+    """
+    if on_miss not in ("abort", "continue"):
+        raise ValueError(f"on_miss must be 'abort' or 'continue', got {on_miss!r}")
     st = state if state is not None else new_state()
+    if st.get("aborted"):
+        return st
     if st["measurements"] and not planner.measurements:
         restore(planner, st)
     n_samples = executor.samples_per_epoch
@@ -129,6 +146,16 @@ def drive(
             elapsed_s=st["elapsed_s"], spent_usd=st["spent_usd"], remaining_samples=remaining, current=current
         )
         decision_s = time.perf_counter() - t0
+        if not decision.reachable:
+            if st.get("target_missed") is None:
+                st["target_missed"] = {"epoch": st["epoch"], "elapsed_s": st["elapsed_s"],
+                                       "spent_usd": st["spent_usd"], "reason": decision.missed}  # fmt: skip
+            if on_miss == "abort":
+                st["aborted"] = True
+                st["elapsed_s"] += decision_s
+                persist(st)
+                log.warning("stopping (on_miss = 'abort'): %s", decision.missed)
+                break
         cfg = decision.config
         iterations = (n_samples - st["offset"]) // (cfg.workers * cfg.batch_size)
         if iterations == 0:
@@ -142,7 +169,7 @@ def drive(
 def _decision_from(raw: dict[str, Any]) -> PlanStep:
     return PlanStep(
         Config(**raw["config"]), raw["mode"], raw["reason"], raw["projected_finish_s"], raw["projected_cost_usd"],
-        raw["feasible"], None, raw.get("trials", 0),
+        raw["feasible"], None, raw.get("trials", 0), raw.get("reachable", True), raw.get("missed", ""),
     )  # fmt: skip
 
 

@@ -4,6 +4,10 @@
 store (the embedded memory store, a private Redis, or `redis_url`) and the platform, trains with the fixed
 configuration or the Bayesian planner, logs one metrics line per plan, draws the figures and returns the
 summary. A private Redis outlives a killed driver, and `resume=True` continues the job from it.
+
+Before anything is provisioned or invoked (the topology's `preflight`, and `train_serverless` itself), the
+data-dependent checks run: batch sizes against the training set (`check_data`) and the target against the
+planner's PRIOR model (`check_target`, with `on_infeasible = "refuse"`); both raise `FieldError` naming the key.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 
+from siegecraft.core.config import FieldError
+from siegecraft.core.data.image_dataset import ImageDataset
 from siegecraft.core.models import build_model, flat_params
 from siegecraft.core.results import RunDir
 from siegecraft.core.topology import TOPOLOGIES, Progress, Topology
@@ -31,7 +37,7 @@ from siegecraft.engines.serverless.experiment import ServerlessExperiment
 from siegecraft.engines.serverless.job import TrainingJob
 from siegecraft.engines.serverless.memory_store import MemoryStoreServer
 from siegecraft.engines.serverless.perf_model import PerformanceModel
-from siegecraft.engines.serverless.planner import BayesianPlanner, FixedPlanner
+from siegecraft.engines.serverless.planner import BayesianPlanner, Feasibility, FixedPlanner
 from siegecraft.engines.serverless.platform import FunctionPlatform, make_platform
 from siegecraft.engines.serverless.redis_server import RedisHandle, _is_our_redis, start_redis, stop_redis
 from siegecraft.engines.serverless.report import serverless_figures
@@ -94,11 +100,50 @@ def build_planner(
 ) -> FixedPlanner | BayesianPlanner:
     if not cfg.adaptive:
         return FixedPlanner(Config(cfg.workers, cfg.memory_mb, cfg.batch_size), model)
+    return bayesian_planner(cfg, model, seed)
+
+
+def bayesian_planner(cfg: ServerlessConfig, model: PerformanceModel, seed: int) -> BayesianPlanner:
+    """The deadline or budget planner of an adaptive config."""
     s = cfg.planner
     return BayesianPlanner(
         s.space(), model, deadline_s=cfg.deadline_s, budget_usd=cfg.budget_usd, trials=s.trials, safety=s.safety,
         seed=seed,
     )  # fmt: skip
+
+
+def check_data(cfg: ServerlessConfig, samples: int) -> None:
+    """Refuse batch sizes the training set cannot fill (an epoch would have no iteration and be skipped)."""
+    if cfg.adaptive:
+        bad = [b for b in cfg.planner.batch_size if b > samples]
+        if bad:
+            raise FieldError(("serverless", "planner", "batch_size"), cfg.planner.batch_size,
+                             f"{bad} larger than the {samples} training samples; every batch size must be at "
+                             f"most {samples}")  # fmt: skip
+        return
+    if cfg.batch_size > samples:
+        raise FieldError(("train", "batch_size"), cfg.batch_size,
+                         f"larger than the {samples} training samples; must be at most {samples}")
+    if cfg.workers * cfg.batch_size > samples:
+        raise FieldError(("serverless", "workers"), cfg.workers,
+                         f"{cfg.workers} workers x train.batch_size = {cfg.batch_size} is a global batch of "
+                         f"{cfg.workers * cfg.batch_size}, more than the {samples} training samples; at most "
+                         f"{samples // cfg.batch_size} workers")  # fmt: skip
+
+
+def check_target(cfg: ServerlessConfig, *, num_params: int, samples: int) -> Feasibility | None:
+    """The prior model's verdict on the deadline or budget (None in fixed mode); with `on_infeasible =
+    "refuse"` an unreachable target raises `FieldError` naming the key, before anything is spent."""
+    if not cfg.adaptive:
+        return None
+    model = PerformanceModel(
+        num_params=num_params, samples_per_epoch=samples, prices=cfg.prices, sync=cfg.sync,
+        parallel_efficiency=cfg.planner.parallel_efficiency,
+    )  # fmt: skip
+    verdict = bayesian_planner(cfg, model, 0).feasibility(epochs=cfg.epochs, profile_iterations=cfg.planner.profile_iterations)
+    if not verdict.reachable and cfg.on_infeasible == "refuse":
+        raise FieldError(("serverless", verdict.key), verdict.target, verdict.explain())
+    return verdict
 
 
 @dataclass
@@ -127,13 +172,16 @@ def train_serverless(
     """Train on functions. `train`/`test` need `.x` [N,C,H,W] in [0,1], `.y` and `.num_classes`.
 
     Pass `store` and `platform` to reuse them (tests, resuming drivers); otherwise they are provisioned
-    from `cfg` and released at the end. A job id already in the store is resumed.
+    from `cfg` and released at the end. A job id already in the store is resumed. Bad batch sizes and, with
+    `on_infeasible = "refuse"`, an unreachable target raise `FieldError` before anything is invoked.
     """
     options = dict(model_options or {})
     n, c, h, _ = train.x.shape
     torch.manual_seed(seed)
     net = build_model(model, in_channels=c, num_classes=train.num_classes, image_size=h, **options)
     init = flat_params(net).numpy()
+    check_data(cfg, n)
+    check_target(cfg, num_params=init.size, samples=n)
     lease = None
     if store is None:
         lease = provision_store(cfg)
@@ -165,7 +213,7 @@ def train_serverless(
         final = loop.drive(
             job, planner, epochs=cfg.epochs, state=state, profile_iterations=cfg.planner.profile_iterations,
             save=save, evaluate=_evaluator(job, test), on_record=on_record,
-            limits={"deadline_s": cfg.deadline_s, "budget_usd": cfg.budget_usd},
+            limits={"deadline_s": cfg.deadline_s, "budget_usd": cfg.budget_usd}, on_miss=cfg.miss_policy,
         )  # fmt: skip
         weights = job.weights()
         summary = summarize_run(cfg, final, job)
@@ -218,7 +266,30 @@ def summarize_run(cfg: ServerlessConfig, state: dict[str, Any], job: TrainingJob
         out.update(deadline_s=cfg.deadline_s, deadline_met=state["elapsed_s"] <= cfg.deadline_s)
     if cfg.budget_usd:
         out.update(budget_usd=cfg.budget_usd, budget_kept=state["spent_usd"] <= cfg.budget_usd)
+    if cfg.adaptive:
+        out.update(target_outcome(cfg, state))
     return out
+
+
+def target_outcome(cfg: ServerlessConfig, state: dict[str, Any]) -> dict[str, Any]:
+    """Whether the deadline or budget was met and, if not, why: `target_met` (every epoch trained within the
+    target), `target_missed` (the reason, None when met), `stopped_early` (on_miss = "abort" stopped it)."""
+    stopped = bool(state.get("aborted"))
+    predicted = state.get("target_missed")
+    if cfg.deadline_s is not None:
+        within = state["elapsed_s"] <= cfg.deadline_s
+        actual = f"finished at {state['elapsed_s']:.1f} s > deadline_s = {cfg.deadline_s:g}"
+    else:
+        within = state["spent_usd"] <= float(cfg.budget_usd)  # type: ignore[arg-type]
+        actual = f"spent ${state['spent_usd']:.2g} > budget_usd = {cfg.budget_usd:g}"
+    met = within and not stopped
+    reason = None
+    if stopped:
+        reason = (f"stopped before epoch {predicted['epoch'] + 1} of {cfg.epochs} (on_miss = 'abort'): "
+                  f"{predicted['reason']}")  # fmt: skip
+    elif not met:
+        reason = actual + (f" (predicted at epoch {predicted['epoch'] + 1}: {predicted['reason']})" if predicted else "")
+    return {"target_met": met, "target_missed": reason, "stopped_early": stopped, "on_miss": cfg.miss_policy}
 
 
 def run_serverless(
@@ -265,6 +336,18 @@ class ServerlessTopology(Topology):
     """SMLT: data-parallel training on functions, planned to meet a deadline or a budget."""
 
     schema = ServerlessExperiment
+
+    @classmethod
+    def preflight(cls, exp: ServerlessExperiment, train_set: ImageDataset) -> None:
+        """Batch sizes against the training set and the deadline or budget against the prior model."""
+        cfg, m = exp.settings(), exp.model
+        c, h, _ = train_set.shape
+        cfg_samples = len(train_set)
+        check_data(cfg, cfg_samples)
+        if cfg.adaptive:
+            net = build_model(m.name, in_channels=m.channels or c, num_classes=train_set.num_classes,
+                              image_size=m.image_size or h, **m.options)  # fmt: skip
+            check_target(cfg, num_params=int(flat_params(net).numel()), samples=cfg_samples)
 
     @classmethod
     def run(cls, exp: ServerlessExperiment, run: RunDir, *, progress: Progress | None = None,

@@ -205,6 +205,10 @@ CASES = [
     Case("planner-batch-larger-than-dataset", "serverless", "serverless.planner.batch_size", "[16, 512]",
          "larger than the 256 training samples",
          {"serverless": {"deadline_s": 60.0, "planner": {"batch_size": [16, 512]}}, "train": {"batch_size": DROP}}),
+    Case("planner-global-batch-larger-than-dataset", "serverless", "serverless.planner.workers", "[4]",
+         "exceeds the 256 training samples",
+         {"serverless": {"deadline_s": 60.0, "planner": {"workers": [4], "batch_size": [128]}},
+          "train": {"batch_size": DROP}}),
     # --- the command line -------------------------------------------------------------------------------
     Case("missing-config", "federated", "config", "{cfg}", "file not found", missing=True),
     Case("malformed-toml", "federated", "config", "{cfg}", "not valid TOML", text="name = \n[fl\nrounds = 3\n"),

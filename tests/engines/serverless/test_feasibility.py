@@ -75,6 +75,16 @@ def test_feasibility_uses_the_prior_even_after_measurements() -> None:
     assert planner.feasibility(epochs=EPOCHS, profile_iterations=3) == before
 
 
+def test_the_planner_never_picks_a_global_batch_larger_than_an_epoch() -> None:
+    space = SearchSpace((1, 8), (1769,), (64,))  # 8 x 64 = 512 > 256 samples: an epoch with no iteration
+    model = PerformanceModel(num_params=PARAMS, samples_per_epoch=256)
+    planner = BayesianPlanner(space, model, deadline_s=1e-3, trials=10)  # nothing feasible: the fastest fallback
+    assert planner.grid() == [Config(1, 1769, 64)]
+    step = planner.decide(elapsed_s=0.0, spent_usd=0.0, remaining_samples=512, current=None)
+    assert step.config == Config(1, 1769, 64) and not step.feasible and not step.reachable
+    assert planner.feasibility(epochs=2, profile_iterations=3).config == Config(1, 1769, 64)
+
+
 @pytest.fixture(scope="module")
 def counted_platform() -> Iterator[EmulatedPlatform]:
     """A platform that is never started by a refused job (its counters must stay at zero)."""

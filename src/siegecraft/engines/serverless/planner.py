@@ -210,6 +210,12 @@ class BayesianPlanner:
     def observe(self, measurement: Measurement) -> None:
         self.measurements.append(measurement)
 
+    def grid(self) -> list[Config]:
+        """The configurations that can train: a global batch (workers x batch size) within one epoch, else the
+        epoch would have no iteration; the whole grid if none can (the preflight refuses that)."""
+        grid = self.space.grid()
+        return [c for c in grid if c.workers * c.batch_size <= self.model.samples_per_epoch] or grid
+
     def feasibility(self, *, epochs: int, profile_iterations: int) -> Feasibility:
         """Whether the target is reachable by the PRIOR model (the model is reset to it; nothing runs).
 
@@ -234,7 +240,7 @@ class BayesianPlanner:
         remaining = epochs * n - offset
         request_usd = model.prices.request_usd
         options: list[tuple[Config, float, float, float]] = []  # (config, time, cost, cost bound)
-        for cfg in self.space.grid() if remaining > 0 else [last or self.space.grid()[0]]:
+        for cfg in self.grid() if remaining > 0 else [last or self.grid()[0]]:
             if remaining > 0:
                 pred = model.predict(cfg, remaining, cold=cfg != last)
                 plans = max(1, math.ceil(remaining / n - 1e-9))
@@ -256,7 +262,7 @@ class BayesianPlanner:
     ) -> tuple[bool, str]:
         """Whether the fitted model's best point prediction over the whole grid (no safety margin) still meets
         the target, and if not, why (the `on_miss` policy stops or continues on it)."""
-        preds = [self.model.predict(c, remaining_samples, cold=c != current) for c in self.space.grid()]
+        preds = [self.model.predict(c, remaining_samples, cold=c != current) for c in self.grid()]
         if self.mode == "deadline":
             best = min(preds, key=lambda p: (p.time_s, p.config.workers))
             finish = elapsed_s + best.time_s
@@ -302,6 +308,7 @@ class BayesianPlanner:
             "current": current,
         }
         scored: dict[Config, tuple[float, float, Prediction]] = {}
+        allowed = set(self.grid())
 
         def objective(trial: optuna.Trial) -> float:
             cfg = Config(
@@ -309,6 +316,9 @@ class BayesianPlanner:
                 trial.suggest_categorical("memory_mb", list(self.space.memory_mb)),
                 trial.suggest_categorical("batch_size", list(self.space.batch_size)),
             )
+            if cfg not in allowed:  # its epoch would have no iteration: never chosen
+                _set_constraint(trial, 1e30)
+                return 1e30
             if cfg not in scored:
                 scored[cfg] = self._score(cfg, **kw)
             value, constraint, _ = scored[cfg]
@@ -318,9 +328,11 @@ class BayesianPlanner:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(direction="minimize", sampler=_sampler(self.seed + self._decisions))
         for cfg in _known_first(self.measurements, current):
-            if cfg in set(self.space.grid()):
+            if cfg in allowed:
                 study.enqueue_trial(asdict(cfg), skip_if_exists=True)
         study.optimize(objective, n_trials=self.trials)
+        if not scored:  # every trial drew an unusable configuration: score the usable ones directly
+            scored = {cfg: self._score(cfg, **kw) for cfg in allowed}
         self._decisions += 1
         step = self._choose(scored, elapsed_s=elapsed_s, spent_usd=spent_usd, current=current)
         step.reachable, step.missed = self.reachability(**kw)

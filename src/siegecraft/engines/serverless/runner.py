@@ -120,6 +120,11 @@ def check_data(cfg: ServerlessConfig, samples: int) -> None:
             raise FieldError(("serverless", "planner", "batch_size"), cfg.planner.batch_size,
                              f"{bad} larger than the {samples} training samples; every batch size must be at "
                              f"most {samples}")  # fmt: skip
+        smallest = min(cfg.planner.workers) * min(cfg.planner.batch_size)
+        if smallest > samples:
+            raise FieldError(("serverless", "planner", "workers"), cfg.planner.workers,
+                             f"even the smallest global batch, {min(cfg.planner.workers)} workers x batch "
+                             f"{min(cfg.planner.batch_size)} = {smallest}, exceeds the {samples} training samples")  # fmt: skip
         return
     if cfg.batch_size > samples:
         raise FieldError(("train", "batch_size"), cfg.batch_size,

@@ -4,18 +4,85 @@ from __future__ import annotations
 
 import random
 import shutil
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import numpy as np
+import tomllib
 import torch
 
-from siegecraft.core.config import ConfigError, ExperimentBase, FieldError, to_toml
+from siegecraft.core.config import ConfigError, ExperimentBase, FieldError, read_toml, to_toml
 from siegecraft.core.data.paths import DatasetNotFoundError
 from siegecraft.core.results import RunDir, Stopwatch, build_report, package_versions
 from siegecraft.core.results.tracking import start_tracking
 from siegecraft.core.topology import TOPOLOGIES
 from siegecraft.drivers.experiment import preflight
+
+#: top-level sections a resumed run may change: where and how results are written, not what is computed
+RESUME_MAY_DIFFER = ("output", "tracking")
+_UNSET = object()
+
+
+def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{"a": {"b": 1}}` -> `{"a.b": 1}` (lists stay values)."""
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def check_resume_config(exp: ExperimentBase, resume: str | Path) -> None:
+    """Refuse to resume `resume` with a config that differs from the one saved in it (ConfigError, one line).
+
+    Both sides go through the same resolved-TOML form (every default written out), so only real changes
+    count; keys under `RESUME_MAY_DIFFER` may change. Generic for every topology, and checked before any work.
+    """
+    saved = _flatten(read_toml(Path(resume) / "config.toml"))
+    current = _flatten(tomllib.loads(to_toml(exp.model_dump(mode="json"))))
+    differing = [
+        k for k in sorted(set(saved) | set(current))
+        if k.split(".")[0] not in RESUME_MAY_DIFFER and saved.get(k, _UNSET) != current.get(k, _UNSET)
+    ]  # fmt: skip
+    if not differing:
+        return
+
+    def show(v: Any) -> str:
+        return "unset" if v is _UNSET else repr(v)
+
+    parts = ", ".join(f"{k} = {show(current.get(k, _UNSET))} (run directory: {show(saved.get(k, _UNSET))})"
+                      for k in differing)  # fmt: skip
+    raise ConfigError(
+        f"--resume {str(resume)!r}: config differs from the run directory's: {parts}; allowed: the run "
+        f"directory's config.toml (only {', '.join(s + '.*' for s in RESUME_MAY_DIFFER)} may change on resume), "
+        "or a new run without --resume"
+    )
+
+
+@contextmanager
+def sigterm_as_exit() -> Iterator[None]:
+    """Turn SIGTERM into SystemExit(143) while a run executes, so `finally` blocks release what the run
+    started (a private redis-server, function containers); only in the main thread, where signals arrive."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def seed_everything(seed: int) -> None:
@@ -35,13 +102,17 @@ def run_experiment(
     """Execute `exp`; with `resume`, continue the given run directory from its last checkpoint.
 
     A user mistake found before or during the run (ConfigError, a missing dataset) leaves no new run
-    directory behind.
+    directory behind. With `resume`, a config that differs from the run directory's saved one is refused
+    first (`check_resume_config`). SIGTERM ends the run as SystemExit, through every cleanup.
     """
+    if resume is not None:
+        check_resume_config(exp, resume)
     preflight(exp)
     seed_everything(exp.seed)
     run = RunDir.open(resume) if resume else RunDir.create(out_root or exp.output.root, exp.name)
     try:
-        return _execute(exp, run, resume=resume is not None, progress=progress)
+        with sigterm_as_exit():
+            return _execute(exp, run, resume=resume is not None, progress=progress)
     except (ConfigError, FieldError, DatasetNotFoundError):
         if not resume:
             shutil.rmtree(run.path, ignore_errors=True)

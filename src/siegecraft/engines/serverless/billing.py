@@ -7,9 +7,14 @@ $0.20 per million requests. Since August 2025 Lambda also bills the INIT phase o
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import time
+import uuid
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -106,13 +111,62 @@ class LedgerTotals:
 
 
 class CostLedger:
-    """Every billing record of a job, tagged by phase ("profile", "train", ...), with running totals."""
+    """Every billing record of a job, tagged by phase ("profile", "train", ...), with running totals.
 
-    def __init__(self) -> None:
+    With a `path` it is also an append-only file (one JSON line per billed invocation, flushed and fsynced
+    as it is billed), so a killed driver loses nothing already billed; a new ledger on the same path and job
+    loads those lines first (by id, so none counts twice; a torn last line is skipped).
+    """
+
+    def __init__(self, path: str | Path | None = None, *, job: str | None = None) -> None:
         self.entries: list[tuple[str, BillingRecord]] = []
+        self.path = Path(path) if path is not None else None
+        self.job = job
+        self.ids: set[str] = set()
+        self.prior_invocations = 0  # entries loaded from the file, billed by earlier drivers
+        self.prior_last_billed_at: float | None = None  # wall clock of the last of them
+        if self.path is not None and self.path.exists():
+            self._load()
+
+    def _load(self) -> None:
+        assert self.path is not None
+        names = {f.name for f in fields(BillingRecord)}
+        for line in self.path.read_text().splitlines():
+            try:
+                raw = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line torn by a killed driver: that invocation was never recorded as billed
+            if not isinstance(raw, dict) or raw.get("id") in self.ids or raw.get("job") != self.job:
+                continue
+            self.ids.add(raw["id"])
+            self.entries.append((raw.get("phase", "train"), BillingRecord(**{k: v for k, v in raw.items() if k in names})))
+            at = raw.get("billed_at")
+            if at is not None:
+                self.prior_last_billed_at = max(self.prior_last_billed_at or at, at)
+        self.prior_invocations = len(self.entries)
 
     def add(self, records: Iterable[BillingRecord], phase: str = "train") -> None:
-        self.entries.extend((phase, r) for r in records)
+        for r in records:
+            self.bill(r, phase=phase)
+
+    def bill(self, record: BillingRecord, *, phase: str = "train", **tags: str | int) -> str:
+        """Record one billed invocation (and append it to the file, durably); returns its id."""
+        entry_id = uuid.uuid4().hex
+        self.ids.add(entry_id)
+        self.entries.append((phase, record))
+        if self.path is not None:
+            line = {"id": entry_id, "job": self.job, "phase": phase, "billed_at": time.time(), **tags,
+                    **record.to_dict()}  # fmt: skip
+            with self.path.open("a+b") as fh:
+                fh.seek(0, os.SEEK_END)
+                if fh.tell() > 0:  # complete a line torn by a killed driver so this one stays parseable
+                    fh.seek(-1, os.SEEK_END)
+                    if fh.read(1) != b"\n":
+                        fh.write(b"\n")
+                fh.write((json.dumps(line, sort_keys=True) + "\n").encode())
+                fh.flush()
+                os.fsync(fh.fileno())
+        return entry_id
 
     def totals(self, phase: str | None = None) -> LedgerTotals:
         """Totals over all records, or over one phase."""
@@ -131,3 +185,14 @@ class CostLedger:
     @property
     def cost_usd(self) -> float:
         return sum(r.cost_usd for _, r in self.entries)
+
+
+def read_ledger(path: str | Path) -> list[dict]:
+    """The parseable lines of a ledger file (tests, reports)."""
+    out = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out

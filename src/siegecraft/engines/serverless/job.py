@@ -173,7 +173,6 @@ class TrainingJob:
         records, outcomes, retries = self._invoke_until_done(plan)
         self._check_done(plan)
         wall = time.perf_counter() - t0
-        self.ledger.add(records, phase=plan.phase)
         prev = self.state.plans[-2]["plan"]["config"] if len(self.state.plans) > 1 else None
         measurement = summarize(plan, outcomes, records, wall, retries, switched=prev != asdict(plan.config))
         self.state.head = Head(plan.name, plan.end_it, plan.shards)
@@ -208,6 +207,7 @@ class TrainingJob:
                 role = futures.pop(fut)
                 inv = fut.result()
                 records.append(inv.billing)
+                self.ledger.bill(inv.billing, phase=plan.phase, plan=plan.name, role=role)  # durable before use
                 if inv.ok:
                     outcomes[role].append(inv.result)
                     if inv.result["status"] == "done":

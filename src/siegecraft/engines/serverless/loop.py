@@ -8,6 +8,11 @@ store, for real jobs), so a restarted driver continues, re-running an interrupte
 When a decision finds the target out of reach (`PlanStep.reachable` is False), the first such finding is kept
 in `state["target_missed"]`; with `on_miss = "abort"` the loop stops there (no further invocations) and sets
 `state["aborted"]`, with `"continue"` it trains on with the planner's fallback choice.
+
+Money and time of a killed driver: with `billed` (the job's durable ledger total, earlier drivers included),
+`spent_usd` is that total after every plan, so the invocations a killed driver paid for but never recorded
+count once, in the next record. With `resumed_until` (when the last invocation of an earlier driver was
+billed), the interrupted plan's time is its time up to then plus this driver's time to finish it.
 """
 
 from __future__ import annotations
@@ -83,11 +88,13 @@ def drive(
     on_record: Callable[[dict[str, Any]], None] | None = None,
     limits: dict[str, float | None] | None = None,
     on_miss: str = "continue",
+    billed: Callable[[], float] | None = None,
+    resumed_until: float | None = None,
 ) -> dict[str, Any]:
     """Run (or continue) the whole job; returns the final state with one record per plan.
 
     `on_miss`: "abort" stops before the next plan once the planner finds the target out of reach,
-    "continue" records that and goes on.
+    "continue" records that and goes on. `billed` and `resumed_until`: see the module docstring.
     """
     if on_miss not in ("abort", "continue"):
         raise ValueError(f"on_miss must be 'abort' or 'continue', got {on_miss!r}")
@@ -100,21 +107,28 @@ def drive(
     persist = save or (lambda _: None)
 
     def run(
-        config: Config, iterations: int, phase: str, decision: PlanStep | None, decision_s: float
+        config: Config, iterations: int, phase: str, decision: PlanStep | None, decision_s: float,
+        resumed: bool = False, carried_s: float | None = None,
     ) -> None:
-        st["inflight"] = {"config": asdict(config), "iterations": iterations, "phase": phase,
-                          "decision": decision.to_dict() if decision else None, "decision_s": decision_s}  # fmt: skip
-        persist(st)
+        if not resumed:  # a new plan (a resumed one keeps its start time)
+            st["inflight"] = {"config": asdict(config), "iterations": iterations, "phase": phase,
+                              "decision": decision.to_dict() if decision else None, "decision_s": decision_s,
+                              "started_at": time.time()}  # fmt: skip
+            persist(st)
+        t0 = time.perf_counter()
         m = executor.execute(
             config, epoch=st["epoch"], epoch_offset=st["offset"], iterations=iterations, phase=phase
         )
+        wall_s = m.wall_s if carried_s is None else carried_s + time.perf_counter() - t0
         planner.observe(m)
         st["measurements"].append(m.to_dict())
-        st["elapsed_s"] += m.wall_s + decision_s
-        st["spent_usd"] += m.cost_usd
+        spent_before = st["spent_usd"]
+        st["elapsed_s"] += wall_s + decision_s
+        st["spent_usd"] = billed() if billed is not None else spent_before + m.cost_usd
         st["offset"] += m.samples
         st["current"] = asdict(config)
         record = _record(st, m, st["inflight"]["decision"], decision_s, limits or {})
+        record.update(time_s=wall_s, cost_usd=st["spent_usd"] - spent_before)
         if phase == "train":
             t0 = time.perf_counter()
             record.update(evaluate() if evaluate else {})
@@ -130,7 +144,12 @@ def drive(
     if st["inflight"] is not None:  # a previous driver died during this plan: finish it first
         flight = st["inflight"]
         decision = _decision_from(flight["decision"]) if flight["decision"] else None
-        run(Config(**flight["config"]), flight["iterations"], flight["phase"], decision, flight["decision_s"])
+        started = flight.get("started_at")
+        carried = None
+        if started is not None and resumed_until is not None and resumed_until >= started:
+            carried = resumed_until - started  # the earlier driver's time on this plan, up to its last bill
+        run(Config(**flight["config"]), flight["iterations"], flight["phase"], decision, flight["decision_s"],
+            resumed=True, carried_s=carried)
     probes = planner.profile_configs()
     while st["epoch"] == 0 and st["profile_index"] < len(probes):
         cfg = probes[st["profile_index"]]

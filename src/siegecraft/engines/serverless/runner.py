@@ -3,7 +3,11 @@
 `run_serverless(exp, run, progress=..., resume=...)` validates the `[serverless]` section, provisions the
 store (the embedded memory store, a private Redis, or `redis_url`) and the platform, trains with the fixed
 configuration or the Bayesian planner, logs one metrics line per plan, draws the figures and returns the
-summary. A private Redis outlives a killed driver, and `resume=True` continues the job from it.
+summary. A private Redis outlives a killed driver (SIGKILL), and `resume=True` continues the job from it
+and stops it at the end; every other exit (normal end, exception, KeyboardInterrupt, SIGTERM turned into
+SystemExit by the driver) stops it on the way out. Every billed invocation is appended to `billing.jsonl`
+in the run directory as it is billed (`CostLedger`), so a resumed run's totals include what a killed driver
+spent.
 
 Before anything is provisioned or invoked (the topology's `preflight`, and `train_serverless` itself), the
 data-dependent checks run: batch sizes against the training set (`check_data`) and the target against the
@@ -32,6 +36,7 @@ from siegecraft.core.topology import TOPOLOGIES, Progress, Topology
 from siegecraft.core.training import evaluate as evaluate_model
 from siegecraft.core.workload import build_workload
 from siegecraft.engines.serverless import loop
+from siegecraft.engines.serverless.billing import CostLedger
 from siegecraft.engines.serverless.config import ServerlessConfig
 from siegecraft.engines.serverless.experiment import ServerlessExperiment
 from siegecraft.engines.serverless.job import TrainingJob
@@ -46,6 +51,7 @@ from siegecraft.engines.serverless.store import Store, StoreSpec, connect
 
 log = logging.getLogger(__name__)
 STORE_FILE = "serverless_store.json"
+LEDGER_FILE = "billing.jsonl"
 
 
 @dataclass
@@ -57,10 +63,13 @@ class StoreLease:
     redis: RedisHandle | None = None
 
     def release(self) -> None:
-        if self.memory_server is not None:
-            self.memory_server.stop()
-        if self.redis is not None:
-            stop_redis(self.redis)
+        """Stop what this lease started; the private Redis is stopped even if the memory server fails to."""
+        try:
+            if self.memory_server is not None:
+                self.memory_server.stop()
+        finally:
+            if self.redis is not None:
+                stop_redis(self.redis)
 
 
 def provision_store(cfg: ServerlessConfig, record: Path | None = None) -> StoreLease:
@@ -78,7 +87,11 @@ def provision_store(cfg: ServerlessConfig, record: Path | None = None) -> StoreL
             return StoreLease(handle.spec, redis=handle)
     handle = start_redis()
     if record is not None:
-        record.write_text(json.dumps(asdict(handle)))
+        try:
+            record.write_text(json.dumps(asdict(handle)))
+        except BaseException:
+            stop_redis(handle)
+            raise
     return StoreLease(handle.spec, redis=handle)
 
 
@@ -173,12 +186,15 @@ def train_serverless(
     store: Store | None = None,
     platform: FunctionPlatform | None = None,
     on_record: Callable[[dict[str, Any]], None] | None = None,
+    ledger_path: str | Path | None = None,
 ) -> ServerlessResult:
     """Train on functions. `train`/`test` need `.x` [N,C,H,W] in [0,1], `.y` and `.num_classes`.
 
     Pass `store` and `platform` to reuse them (tests, resuming drivers); otherwise they are provisioned
-    from `cfg` and released at the end. A job id already in the store is resumed. Bad batch sizes and, with
-    `on_infeasible = "refuse"`, an unreachable target raise `FieldError` before anything is invoked.
+    from `cfg` and released at the end, whatever the exit. A job id already in the store is resumed. Bad
+    batch sizes and, with `on_infeasible = "refuse"`, an unreachable target raise `FieldError` before
+    anything is invoked. With `ledger_path`, every billed invocation is appended there at once and the
+    totals (cost, invocations) are that file's lines for this job, earlier drivers' included.
     """
     options = dict(model_options or {})
     n, c, h, _ = train.x.shape
@@ -187,13 +203,14 @@ def train_serverless(
     init = flat_params(net).numpy()
     check_data(cfg, n)
     check_target(cfg, num_params=init.size, samples=n)
-    lease = None
-    if store is None:
-        lease = provision_store(cfg)
-        store = connect(lease.spec)
+    lease = provision_store(cfg) if store is None else None
+    own_store = store is None
     own_platform = platform is None
-    platform = platform or build_platform(cfg)
     try:
+        if lease is not None:
+            store = connect(lease.spec)
+        if platform is None:
+            platform = build_platform(cfg)
         spec = JobSpec(
             job_id or cfg.job_id or f"job-{uuid.uuid4().hex[:8]}", store.spec, model, c, train.num_classes, h, n,
             init.size, cfg.lr, cfg.momentum, cfg.weight_decay, seed, options,
@@ -201,7 +218,7 @@ def train_serverless(
         job = TrainingJob(
             spec, store, platform, timeout_s=cfg.timeout_s, sync_timeout_s=cfg.sync_timeout_s,
             checkpoint_margin_s=cfg.checkpoint_margin_s, iterations_per_invocation=cfg.iterations_per_invocation,
-            sync=cfg.sync,
+            sync=cfg.sync, ledger=CostLedger(ledger_path, job=spec.job),
         )  # fmt: skip
         job.initialize(train.x, train.y, init)
         perf = PerformanceModel(
@@ -219,6 +236,8 @@ def train_serverless(
             job, planner, epochs=cfg.epochs, state=state, profile_iterations=cfg.planner.profile_iterations,
             save=save, evaluate=_evaluator(job, test), on_record=on_record,
             limits={"deadline_s": cfg.deadline_s, "budget_usd": cfg.budget_usd}, on_miss=cfg.miss_policy,
+            billed=(lambda: job.ledger.cost_usd) if ledger_path is not None else None,
+            resumed_until=job.ledger.prior_last_billed_at,
         )  # fmt: skip
         weights = job.weights()
         summary = summarize_run(cfg, final, job)
@@ -226,11 +245,16 @@ def train_serverless(
         job.cleanup()
         return ServerlessResult(summary, final["records"], weights, stats)
     finally:
-        if own_platform:
-            platform.close()
-        if lease is not None:
-            store.close()
-            lease.release()
+        try:
+            if own_platform and platform is not None:
+                platform.close()
+        finally:
+            try:
+                if own_store and store is not None:
+                    store.close()
+            finally:
+                if lease is not None:
+                    lease.release()
 
 
 def _evaluator(job: TrainingJob, test: Any) -> Callable[[], dict[str, float]] | None:
@@ -253,7 +277,9 @@ def summarize_run(cfg: ServerlessConfig, state: dict[str, Any], job: TrainingJob
     out: dict[str, Any] = {
         "mode": "deadline" if cfg.deadline_s else "budget" if cfg.budget_usd else "fixed",
         "elapsed_s": state["elapsed_s"],
-        "cost_usd": state["spent_usd"],
+        "cost_usd": totals.cost_usd if job.ledger.path is not None else state["spent_usd"],
+        "billed_s": totals.billed_ms / 1000.0,
+        "gb_seconds": totals.gb_seconds,
         "profiling_s": sum(r["time_s"] for r in profile),
         "profiling_cost_usd": sum(r["cost_usd"] for r in profile),
         "epochs": sum(r["phase"] == "train" for r in records),
@@ -303,10 +329,6 @@ def run_serverless(
     """Run a validated serverless experiment into `run` and return the summary's `final` metrics."""
     cfg = exp.settings()
     work = build_workload(exp)
-    lease = provision_store(cfg, run.path / STORE_FILE if cfg.store == "redis" else None)
-    store = connect(lease.spec)
-    if resume:
-        run.truncate_metrics(lambda r: False)
     total = cfg.epochs
 
     def on_record(record: dict[str, Any]) -> None:
@@ -317,13 +339,17 @@ def run_serverless(
                 elapsed_s=record["elapsed_s"], config=f"{record['workers']}x{record['memory_mb']}MB/b{record['batch_size']}",
             )  # fmt: skip
 
+    lease = provision_store(cfg, run.path / STORE_FILE if cfg.store == "redis" else None)
     try:
-        result = train_serverless(
-            cfg, work.train, model=exp.model.name, model_options=exp.model.options, seed=exp.seed, test=work.test,
-            job_id=cfg.job_id or f"{exp.name}-{run.path.name}", store=store, on_record=on_record,
-        )  # fmt: skip
-    finally:
-        store.close()
+        with connect(lease.spec) as store:
+            if resume:
+                run.truncate_metrics(lambda r: False)
+            result = train_serverless(
+                cfg, work.train, model=exp.model.name, model_options=exp.model.options, seed=exp.seed,
+                test=work.test, job_id=cfg.job_id or f"{exp.name}-{run.path.name}", store=store,
+                on_record=on_record, ledger_path=run.path / LEDGER_FILE,
+            )  # fmt: skip
+    finally:  # normal end, exception, KeyboardInterrupt, SystemExit (SIGTERM): stop the private Redis
         lease.release()
         (run.path / STORE_FILE).unlink(missing_ok=True)
     if resume:  # the metrics file is rewritten from the job's own records, which survived in the store

@@ -12,6 +12,7 @@ from siegecraft.drivers.cli import app
 from siegecraft.drivers.experiment import build_experiment
 from siegecraft.drivers.runner import check_resume_config
 from siegecraft.engines.serverless import runner as serverless_runner
+from tests.conftest import tiny_raw
 from tests.drivers.test_user_errors import error_text, patched, serverless_raw
 
 
@@ -61,3 +62,12 @@ def test_same_config_and_output_or_tracking_changes_pass(tmp_path: Path) -> None
         check_resume_config(build_experiment(patched(base, {"seed": 1})), run)
     with pytest.raises(ConfigError, match=r"serverless.job_id = 'j' \(run directory: unset\)"):
         check_resume_config(build_experiment(patched(base, {"serverless": {"job_id": "j"}})), run)
+
+
+def test_federated_resume_may_extend_rounds_only(tmp_path: Path) -> None:
+    run = tmp_path / "fed"
+    run.mkdir()
+    (run / "config.toml").write_text(to_toml(build_experiment(tiny_raw(fl={"rounds": 2})).model_dump(mode="json")))
+    assert check_resume_config(build_experiment(tiny_raw(fl={"rounds": 4})), run) is None
+    with pytest.raises(ConfigError, match=r"fl.clients = 5 \(run directory: 4\).*only output\.\*, tracking\.\*, fl\.rounds"):
+        check_resume_config(build_experiment(tiny_raw(fl={"rounds": 4, "clients": 5})), run)

@@ -22,6 +22,9 @@ class Topology:
     """One engine's entry point: the experiment model it accepts and how to run one."""
 
     schema: ClassVar[type[ExperimentBase]] = ExperimentBase
+    #: dotted config keys (or whole sections) `--resume` may change besides output.* and tracking.*,
+    #: e.g. the federated round count, which a resumed run extends from its last checkpoint
+    resume_may_differ: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def preflight(cls, exp: Any, train_set: ImageDataset) -> None:

@@ -23,7 +23,8 @@ from siegecraft.core.results.tracking import start_tracking
 from siegecraft.core.topology import TOPOLOGIES
 from siegecraft.drivers.experiment import preflight
 
-#: top-level sections a resumed run may change: where and how results are written, not what is computed
+#: sections every resumed run may change: where and how results are written, not what is computed (a
+#: topology adds its own keys with `Topology.resume_may_differ`, e.g. federated `fl.rounds`)
 RESUME_MAY_DIFFER = ("output", "tracking")
 _UNSET = object()
 
@@ -44,13 +45,19 @@ def check_resume_config(exp: ExperimentBase, resume: str | Path) -> None:
     """Refuse to resume `resume` with a config that differs from the one saved in it (ConfigError, one line).
 
     Both sides go through the same resolved-TOML form (every default written out), so only real changes
-    count; keys under `RESUME_MAY_DIFFER` may change. Generic for every topology, and checked before any work.
+    count; keys under `RESUME_MAY_DIFFER` and the topology's `resume_may_differ` may change. Generic for
+    every topology, and checked before any work.
     """
     saved = _flatten(read_toml(Path(resume) / "config.toml"))
     current = _flatten(tomllib.loads(to_toml(exp.model_dump(mode="json"))))
+    free = RESUME_MAY_DIFFER + TOPOLOGIES.get(exp.topology).resume_may_differ
+
+    def may_differ(key: str) -> bool:
+        return any(key == f or key.startswith(f + ".") for f in free)
+
     differing = [
         k for k in sorted(set(saved) | set(current))
-        if k.split(".")[0] not in RESUME_MAY_DIFFER and saved.get(k, _UNSET) != current.get(k, _UNSET)
+        if not may_differ(k) and saved.get(k, _UNSET) != current.get(k, _UNSET)
     ]  # fmt: skip
     if not differing:
         return
@@ -62,9 +69,14 @@ def check_resume_config(exp: ExperimentBase, resume: str | Path) -> None:
                       for k in differing)  # fmt: skip
     raise ConfigError(
         f"--resume {str(resume)!r}: config differs from the run directory's: {parts}; allowed: the run "
-        f"directory's config.toml (only {', '.join(s + '.*' for s in RESUME_MAY_DIFFER)} may change on resume), "
+        f"directory's config.toml (only {', '.join(_pattern(f) for f in free)} may change on resume), "
         "or a new run without --resume"
     )
+
+
+def _pattern(key: str) -> str:
+    """`output` -> `output.*` (a section), `fl.rounds` stays (a key)."""
+    return key if "." in key else key + ".*"
 
 
 @contextmanager

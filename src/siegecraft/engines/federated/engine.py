@@ -195,6 +195,7 @@ class FederatedTopology(Topology):
     """Federated learning: sampled clients train locally, a server strategy aggregates, rounds repeat."""
 
     schema = FederatedExperiment
+    resume_may_differ = ("fl.rounds",)  # a resumed run may extend the rounds from its last checkpoint
 
     @classmethod
     def preflight(cls, exp: FederatedExperiment, train_set: ImageDataset) -> None:

@@ -128,7 +128,7 @@ def drive(
         st["offset"] += m.samples
         st["current"] = asdict(config)
         record = _record(st, m, st["inflight"]["decision"], decision_s, limits or {})
-        record.update(time_s=wall_s, cost_usd=st["spent_usd"] - spent_before)
+        record.update(time_s=wall_s, cost_usd=st["spent_usd"] - spent_before if billed is not None else m.cost_usd)
         if phase == "train":
             t0 = time.perf_counter()
             record.update(evaluate() if evaluate else {})

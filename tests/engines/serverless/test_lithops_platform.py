@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -11,6 +12,8 @@ import pytest
 from siegecraft.engines.serverless import probes
 from siegecraft.engines.serverless.memory_store import MemoryStoreServer
 from siegecraft.engines.serverless.store import connect
+
+from .conftest import run_out_of_memory_plan
 
 # `make test` sets SIEGECRAFT_REQUIRE_LITHOPS (lithops is in `.[dev]`): there a missing lithops is a failure, not a skip.
 if os.environ.get("SIEGECRAFT_REQUIRE_LITHOPS"):
@@ -56,3 +59,18 @@ def test_lithops_config_passes_through_with_local_defaults() -> None:
     assert "localhost" not in aws
     local = lithops_config(None, "localhost", "localhost", 8)
     assert local["localhost"]["worker_processes"] == 8
+
+
+def test_lithops_enforces_the_memory_tier_like_the_emulator(lithops_platform) -> None:
+    within = lithops_platform.invoke(probes.allocate, 10, 512, 60)
+    assert within.ok and 0 < within.billing.max_memory_used_mb <= 512, within.error
+    over = lithops_platform.invoke(probes.allocate, 600, 512, 60)
+    assert over.kind == "memory" and over.billing.status == "memory", over.error
+    assert re.fullmatch(r"out of memory: peak \d+ MB > 512 MB tier", over.error)
+    assert over.billing.max_memory_used_mb > 512
+
+
+def test_lithops_out_of_memory_role_is_attempted_twice_and_fails_naming_why(lithops_platform) -> None:
+    message, bills = run_out_of_memory_plan(lithops_platform, "oom-lithops")
+    assert len(bills) == 2 and all(b.status == "memory" for b in bills)
+    assert re.search(r"out of memory: peak \d+ MB > 128 MB tier; not retried: a deterministic failure", message)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -17,7 +19,7 @@ from siegecraft.engines.serverless.specs import Config, JobSpec
 from siegecraft.engines.serverless.store import connect
 from siegecraft.engines.serverless.worker import permutation
 
-from .conftest import PRELOAD, TinyData, tiny_data
+from .conftest import PRELOAD, TinyData, run_out_of_memory_plan, tiny_data
 
 OPTIONS = {"width": 4, "hidden": 16}
 
@@ -180,3 +182,9 @@ def test_a_plan_finished_but_unrecorded_by_a_dead_driver_is_not_trained_twice(
         assert len(job.state.plans) == runs + 1  # only epoch 1 ran; epoch 0 was not trained again
         assert [r["epoch"] for r in final["records"]] == [0, 1]
         assert np.array_equal(job.weights(), reference)
+
+
+def test_an_out_of_memory_role_is_attempted_twice_and_fails_naming_why(platform: EmulatedPlatform) -> None:
+    message, bills = run_out_of_memory_plan(platform, "oom-emulated")
+    assert len(bills) == 2 and all(b.status == "memory" for b in bills)  # before: 13 attempts (12 retries)
+    assert re.search(r"out of memory: peak \d+ MB > 128 MB tier.*; not retried: a deterministic failure", message)

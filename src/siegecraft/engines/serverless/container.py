@@ -11,14 +11,20 @@ import importlib
 import os
 import pickle
 import resource
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 from siegecraft.engines.serverless import context
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 MIB = 1024 * 1024
 
@@ -51,6 +57,80 @@ def reset_peak_rss() -> None:
             fh.write("5")
     except OSError:
         pass
+
+
+def tier_exceeded(peak_mb: float, memory_mb: int) -> str:
+    """The one message every platform gives an invocation whose peak resident memory exceeded its tier."""
+    return f"out of memory: peak {peak_mb:.0f} MB > {memory_mb} MB tier"
+
+
+class TierExceeded(MemoryError):
+    """Raised inside a function process whose peak resident memory exceeded its tier (Lithops' workers).
+
+    Its args are plain numbers so it pickles back to the driver unchanged.
+    """
+
+    def __init__(self, peak_mb: float, memory_mb: int) -> None:
+        super().__init__(peak_mb, memory_mb)
+        self.peak_mb = float(peak_mb)
+        self.memory_mb = int(memory_mb)
+
+    def __str__(self) -> str:
+        return tier_exceeded(self.peak_mb, self.memory_mb)
+
+
+class TierWatch:
+    """Enforce a memory tier on this process for one invocation, as the emulator's watchdog does.
+
+    Entering resets the peak RSS (VmHWM); a thread reads it every `interval_s` and, past the tier, sends
+    this process SIGUSR1, whose handler raises `TierExceeded` in the main thread (the function's). On exit
+    the final peak is checked too, so a spike shorter than the interval still fails the invocation.
+    Without the main thread (no signal handler possible) only the final check applies.
+    """
+
+    def __init__(self, memory_mb: int, interval_s: float = 0.01) -> None:
+        self.memory_mb = memory_mb
+        self.interval_s = interval_s
+        self.peak_mb = 0.0
+        self._over = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._previous: Any = None
+        self._signals = threading.current_thread() is threading.main_thread()
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        raise TierExceeded(self.peak_mb, self.memory_mb)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            peak = read_status_kb("self", "VmHWM") / 1024.0
+            if peak > self.memory_mb:
+                self.peak_mb, self._over = peak, True
+                if self._signals:
+                    os.kill(os.getpid(), signal.SIGUSR1)
+                return
+
+    def __enter__(self) -> Self:
+        reset_peak_rss()
+        if self._signals:
+            self._previous = signal.signal(signal.SIGUSR1, self._on_signal)
+        self._thread = threading.Thread(target=self._watch, name="tier-watch", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self._signals:
+            signal.signal(signal.SIGUSR1, self._previous)
+        self.peak_mb = max(self.peak_mb, read_status_kb("self", "VmHWM") / 1024.0)
+        if exc_type is None and self.peak_mb > self.memory_mb:
+            raise TierExceeded(self.peak_mb, self.memory_mb)
+        if exc is not None and not isinstance(exc, TierExceeded) and self._over:
+            raise TierExceeded(self.peak_mb, self.memory_mb) from exc
 
 
 def limit_threads(threads: int) -> None:
@@ -124,7 +204,7 @@ def _serve_one(
     try:
         body = pickle.dumps(fn(pickle.loads(payload_bytes)), protocol=pickle.HIGHEST_PROTOCOL)
     except MemoryError:
-        kind, body = "memory", b"MemoryError (address-space limit of the memory tier)"
+        kind, body = "memory", f"out of memory: MemoryError (address-space limit of the {memory_mb} MB tier)".encode()
     except BaseException as exc:  # noqa: BLE001 - the function's failure is the invocation's outcome
         kind, body = "error", traceback.format_exc(limit=8).encode() or repr(exc).encode()
     finally:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from siegecraft.engines.serverless.billing import BillingRecord, PriceTable, make_record
-from siegecraft.engines.serverless.container import container_main, read_status_kb
+from siegecraft.engines.serverless.container import container_main, read_status_kb, tier_exceeded
 from siegecraft.engines.serverless.platform import PLATFORMS, FunctionPlatform, Invocation, function_name
 
 MB = 1024 * 1024
@@ -270,7 +270,7 @@ class EmulatedPlatform(FunctionPlatform):
         init_ms = (time.perf_counter() - start) * 1000.0
         peak_mb = read_status_kb(c.pid, "VmHWM") / 1024.0
         if not error and peak_mb > memory_mb:
-            error = f"memory: init peaked at {peak_mb:.0f} MB > {memory_mb} MB tier"
+            error = tier_exceeded(peak_mb, memory_mb) + " (at init)"
         with self._lock:
             self.stats.cold_starts += 1
         if error:
@@ -295,7 +295,7 @@ class EmulatedPlatform(FunctionPlatform):
         started_at = time.time()
         container, init_ms, init_error = self._acquire(name, memory_mb)
         if container is None:
-            kind = "memory" if init_error.startswith("memory") else "error"
+            kind = "memory" if init_error.startswith("out of memory") else "error"
             return self._finish(name, memory_mb, 0.0, init_ms, True, 0.0, kind, init_error, None, started_at)
         cold = init_ms > 0.0
         request_id = uuid.uuid4().hex
@@ -350,7 +350,7 @@ class EmulatedPlatform(FunctionPlatform):
             peak_mb = read_status_kb(c.pid, "VmHWM") / 1024.0
             if peak_mb > memory_mb:
                 c.kill()
-                return "memory", f"peak memory {peak_mb:.0f} MB exceeded the {memory_mb} MB tier", None
+                return "memory", tier_exceeded(peak_mb, memory_mb), None
             if fault is not None and elapsed >= fault.delay_s:
                 c.kill()
                 self._count_fault()

@@ -30,6 +30,10 @@ from siegecraft.engines.serverless.worker import train_worker, wait_for
 
 log = logging.getLogger(__name__)
 
+# Failure kinds that repeat on an identical re-invocation (same function, payload and memory tier): one
+# retry (in case the cause was transient after all), then the plan fails instead of spending its allowance.
+DETERMINISTIC_KINDS = ("memory",)
+
 
 class JobFailed(RuntimeError):
     """A plan could not finish within its retry allowance."""
@@ -200,6 +204,7 @@ class TrainingJob:
         futures = {self._submit(plan, role): role for role in plan.roles}
         records: list[BillingRecord] = []
         outcomes: dict[int, list[dict]] = {role: [] for role in plan.roles}
+        deterministic: dict[int, int] = {role: 0 for role in plan.roles}
         retries = 0
         while futures:
             finished, _ = wait(list(futures), return_when=FIRST_COMPLETED)
@@ -218,6 +223,15 @@ class TrainingJob:
                     why = inv.result["status"]
                 else:
                     why = f"{inv.kind}: {inv.error.strip().splitlines()[-1] if inv.error else ''}"
+                    if inv.kind in DETERMINISTIC_KINDS:
+                        deterministic[role] += 1
+                        if deterministic[role] > 1:
+                            for other in futures:
+                                other.cancel()
+                            raise JobFailed(
+                                f"plan {plan.name} role {role}: {why}; not retried: a deterministic failure "
+                                f"({deterministic[role]} attempts at {plan.config.memory_mb} MB failed alike)"
+                            )
                 retries += 1
                 log.info("plan %s role %d: %s; invoking again (%d)", plan.name, role, why, retries)
                 if retries > allowance:

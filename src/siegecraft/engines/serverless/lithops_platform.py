@@ -4,7 +4,11 @@ The Lithops configuration dict passes through unchanged (`config={"lithops": {"b
 "aws": {...}, "aws_lambda": {...}}`, see Lithops' docs); only the localhost backend is tested here, where the
 runtime defaults to this interpreter and `worker_processes` to the concurrency, because synchronous
 workers must all run at once. Billing records come from each future's stats: duration from
-`worker_func_exec_time`, cold from `worker_cold_start`, peak memory from `worker_peak_memory_end`.
+`worker_func_exec_time`, cold from `worker_cold_start`; peak memory is the function process's own peak RSS.
+
+The memory tier is enforced inside the function process as the emulator enforces it (localhost ignores
+`runtime_memory`): `TierWatch` resets and samples the peak RSS and fails the invocation past the tier
+with kind "memory" and the emulator's message.
 """
 
 from __future__ import annotations
@@ -21,18 +25,32 @@ from typing import Any
 
 from siegecraft.engines.serverless import context
 from siegecraft.engines.serverless.billing import PriceTable, make_record
-from siegecraft.engines.serverless.container import resolve_function
+from siegecraft.engines.serverless.container import TierExceeded, TierWatch, resolve_function
 from siegecraft.engines.serverless.platform import PLATFORMS, FunctionPlatform, Invocation, function_name
 
 
-def lithops_entry(request: tuple[str, Any, int, float, float | None]) -> Any:
-    """What Lithops runs: install the invocation context, then call the deployed function by name."""
+def lithops_entry(request: tuple[str, Any, int, float, float | None]) -> tuple[Any, float]:
+    """What Lithops runs: install the invocation context, call the deployed function by name under its
+    memory tier; returns (result, peak resident MB). Over the tier it raises `TierExceeded`."""
     name, payload, memory_mb, timeout_s, network_mb_s = request
+    fn = resolve_function(name)
     context.install(context.InvocationContext(memory_mb, timeout_s, "lithops", network_mb_s))
     try:
-        return resolve_function(name)(payload)
+        with TierWatch(memory_mb) as watch:
+            result = fn(payload)
+        return result, watch.peak_mb
     finally:
         context.install(None)
+
+
+def classify(exc: BaseException) -> tuple[str, str, float | None]:
+    """A failed Lithops call as (kind, message, peak MB if known): memory, timeout or error."""
+    if isinstance(exc, TierExceeded):
+        return "memory", str(exc), exc.peak_mb
+    if isinstance(exc, MemoryError):  # also Lithops' own MemoryError('HANDLER', reason) for a SIGKILLed function
+        return "memory", "out of memory: " + " ".join(str(a) for a in exc.args if a != "HANDLER"), None
+    kind = "timeout" if "timeout" in str(exc).lower() else "error"
+    return kind, f"{type(exc).__name__}: {exc}", None
 
 
 def lithops_config(
@@ -93,15 +111,16 @@ class LithopsPlatform(FunctionPlatform):
             future = self._executor.call_async(
                 lithops_entry, {"request": request}, runtime_memory=memory_mb, timeout=math.ceil(timeout_s)
             )
-        kind, error, result = "ok", "", None
+        kind, error, result, peak_mb = "ok", "", None, None
         try:
             # no wait timeout here: Lithops arms SIGALRM for it, which only works in the main thread; the
             # function's own `timeout` is enforced by the backend.
-            result = self._executor.get_result(fs=[future], show_progressbar=False)
+            result, peak_mb = self._executor.get_result(fs=[future], show_progressbar=False)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a failed invocation
-            kind = "timeout" if "timeout" in str(exc).lower() else "error"
-            error = f"{type(exc).__name__}: {exc}"
+            kind, error, peak_mb = classify(exc)
         stats = getattr(future, "stats", {}) or {}
+        if peak_mb is None:
+            peak_mb = float(stats.get("worker_peak_memory_end") or 0.0) / 2**20
         duration_ms = float(stats.get("worker_func_exec_time", time.time() - started)) * 1000.0
         cold = bool(stats.get("worker_cold_start", False))
         init_ms = 0.0
@@ -114,7 +133,7 @@ class LithopsPlatform(FunctionPlatform):
             duration_ms=duration_ms,
             init_ms=init_ms,
             cold=cold,
-            max_memory_used_mb=float(stats.get("worker_peak_memory_end", 0.0)) / 2**20,
+            max_memory_used_mb=peak_mb,
             status=kind,
             started_at=started,
         )

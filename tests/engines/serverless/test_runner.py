@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,8 @@ def test_config_rejects_both_targets_bad_tiers_and_too_little_concurrency() -> N
         ServerlessConfig(workers=8, emulated={"concurrency": 4})
     with pytest.raises(ValidationError, match="fault injection needs platform"):
         ServerlessConfig(platform="lithops", faults={"rate": 0.1})
+    with pytest.raises(ValidationError, match="needs store = 'redis'"):  # else silently unused
+        ServerlessConfig(redis_url="redis://redis.internal:6379/0")
     assert ServerlessConfig(budget_usd=0.1).adaptive and not ServerlessConfig().adaptive
 
 
@@ -75,3 +79,17 @@ def test_train_lr_drives_serverless_workers(tmp_path: Path) -> None:
         return json.loads(run.summary_file.read_text())["final"]["test_loss"]
 
     assert final_loss(0.01) != final_loss(0.3)
+
+
+def test_without_lithops_the_package_works_and_platform_lithops_is_a_user_error(monkeypatch) -> None:
+    # `make test` installs lithops, so its absence is simulated: `import lithops` fails, find_spec finds none.
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setitem(sys.modules, "lithops", None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "lithops" else real_find_spec(name, *a))
+    from siegecraft.engines.serverless.lithops_platform import LithopsPlatform
+
+    assert ServerlessConfig().platform == "emulated"
+    with pytest.raises(ValidationError, match=r"needs the lithops package: pip install"):
+        ServerlessConfig(platform="lithops")
+    with pytest.raises(ImportError):
+        LithopsPlatform()

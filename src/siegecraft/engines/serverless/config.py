@@ -131,10 +131,34 @@ class ServerlessSection(_Section):
         if self.platform == "emulated" and roles > self.emulated.concurrency:
             raise FieldError(("emulated", "concurrency"), self.emulated.concurrency,
                              f"{roles} functions must run at once (synchronous workers); raise it to {roles}")
-        if self.platform == "lithops" and importlib.util.find_spec("lithops") is None:
+        if self.redis_url is not None and self.store != "redis":
+            raise FieldError(("redis_url",), self.redis_url,
+                             "needs store = 'redis' (the memory store lives in the driver and ignores it)")
+        if self.platform == "lithops":
+            self._check_lithops()
+        return self
+
+    def _check_lithops(self) -> None:
+        """The Lithops config is sections of keys (passed through unchanged), and a backend off this machine
+        needs a store its functions can reach: a Redis at `redis_url`, not one on the driver's loopback."""
+        if importlib.util.find_spec("lithops") is None:
             raise FieldError(("platform",), self.platform,
                              "needs the lithops package: pip install 'siegecraft[serverless]' (or use 'emulated')")
-        return self
+        flat = sorted(k for k, v in self.lithops.items() if not isinstance(v, dict))
+        if flat:
+            raise FieldError(("lithops", flat[0]), self.lithops[flat[0]],
+                             "Lithops' config is made of sections; the compute backend is "
+                             f"[serverless.lithops.lithops] {flat[0]} = {self.lithops[flat[0]]!r}")
+        backend = self.lithops_backend
+        if backend != "localhost" and (self.store != "redis" or self.redis_url is None):
+            raise FieldError(("redis_url",), self.redis_url,
+                             f"Lithops backend {backend!r} runs functions off this machine: they need "
+                             "store = 'redis' and a redis_url they can reach")
+
+    @property
+    def lithops_backend(self) -> str:
+        """The Lithops compute backend named in `[serverless.lithops.lithops] backend` (default localhost)."""
+        return str(self.lithops.get("lithops", {}).get("backend", "localhost"))
 
     @property
     def adaptive(self) -> bool:

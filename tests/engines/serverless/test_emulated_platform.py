@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -109,3 +110,11 @@ def test_fault_injection_kills_a_seeded_fraction_and_bills_it() -> None:
     assert 0 < len(killed) < 20 and len(killed) == p.stats.injected_faults
     assert all(r.billing.billed_ms >= 1 for r in killed)
     assert all(r.result == i for i, r in enumerate(results) if r.ok)
+
+
+def test_a_spike_between_watchdog_samples_still_fails_the_invocation() -> None:
+    # a watchdog that never samples during the call: only the container's final peak reading can catch it
+    with EmulatedPlatform(preload=PRELOAD, throttle_cpu=False, watch_interval_ms=60_000) as p:
+        assert p.invoke(probes.allocate, 10, 512, 30).ok
+        over = p.invoke(probes.allocate, 600, 512, 30)
+    assert over.kind == "memory" and re.fullmatch(r"out of memory: peak \d+ MB > 512 MB tier", over.error)

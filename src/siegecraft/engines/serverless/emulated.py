@@ -5,7 +5,7 @@
   have been idle longer than `keep_alive_s`.
 - Memory tier: one container serves one (function, memory) pair. From `address_limit_from_mb` (1 GiB) up
   the kernel enforces RLIMIT_AS = the tier; at every tier a watchdog fails the invocation whose peak
-  resident memory exceeds the tier. The machine's cgroups are never touched.
+  resident memory exceeds the tier, and so does the container's own final peak reading (short spikes). The machine's cgroups are never touched.
 - CPU: threads = max(1, memory / 1769 MB); below 1769 MB the container only runs for a memory/1769 share
   of each period (SIGSTOP/SIGCONT duty cycle), as a fractional Lambda vCPU does.
 - Hard timeout (the container is killed), a concurrency cap (excess invocations queue), payload limits,
@@ -307,7 +307,9 @@ class EmulatedPlatform(FunctionPlatform):
         result, duration_ms, peak_mb = None, wall_ms, read_status_kb(container.pid, "VmHWM") / 1024.0
         if reply is not None:
             kind, body, duration_ms, peak_mb = pickle.loads(reply)
-            if kind == "ok" and len(body) > self.result_limit_bytes:
+            if kind == "ok" and peak_mb > memory_mb:  # a spike between two watchdog samples
+                kind, message = "memory", tier_exceeded(peak_mb, memory_mb)
+            elif kind == "ok" and len(body) > self.result_limit_bytes:
                 kind, message = "error", f"result of {len(body)} bytes exceeds {self.result_limit_bytes}"
             elif kind == "ok":
                 result = pickle.loads(body)

@@ -301,12 +301,12 @@ def curve_points() -> dict[str, list[Point]]:
     v2 = replace(MAIN, variant=2)
     return {
         "batch_size": [replace(MAIN, batch=b) for b in (8, 16, 32, 64)],
-        "n_held_variant1": [replace(MAIN, n_held=n) for n in (1, 3, 7)],
+        "n_held_variant1": [replace(MAIN, n_held=n) for n in (1, 7)],
         "n_held_variant2": [replace(v2, n_held=n) for n in (3, 7)],
         "variant2_pure": [replace(v2, lr_clock="leader")],
         "stages": [replace(v2, stages=s) for s in (1, 4)],
-        "selection_and_bias": [replace(MAIN, selection="first"), replace(MAIN, selection="first", bias=0.5), MAIN],
-        "wait_epochs": [replace(MAIN, capture_until=0.2), MAIN, replace(MAIN, epochs=2), replace(MAIN, epochs=3)],
+        "selection_and_bias": [replace(MAIN, selection="first"), MAIN],
+        "wait_epochs": [MAIN, replace(MAIN, epochs=2)],
     }
 
 

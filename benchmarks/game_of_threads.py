@@ -288,9 +288,23 @@ class Bench:
                 r["held_shares"] for r in rows) else None
         if p.defenses:
             out["dropped_updates"] = mean_ci([float(sum(r["dropped"].values())) for r in rows])
-        out["seeds"] = [{k: r[k] for k in ("seed", "accuracy", "target_rate", "drop_in_run", "status",
-                                            "held_shares", "dropped", "seconds")} for r in rows]
+        out["diverged"] = f"{sum(diverged(r) for r in rows)}/{len(rows)}"
+        out["seeds"] = [{k: r[k] for k in ("seed", "accuracy", "target_rate", "accuracy_before_release",
+                                            "drop_in_run", "status", "held_shares", "dropped", "seconds")}
+                        for r in rows]
+        if clean is not None:
+            for row in out["seeds"]:
+                row["drop_points"] = round(100 * (clean[row["seed"]] - row["accuracy"]), 2)
         return out
+
+
+def diverged(row: dict[str, Any]) -> bool:
+    """Training collapsed to chance before any stale update landed (or, unattacked, by the end)."""
+    before = row.get("accuracy_before_release")
+    return (before if before is not None else row["accuracy"]) < CHANCE_COLLAPSE
+
+
+CHANCE_COLLAPSE = 0.2  # 10 classes: a model at or near 0.1 accuracy predicts one label for everything
 
 
 MAIN = Point()  # variant 1, bs 8, N = 7, bias >= 0.25, best selection, window [0.1, 0.5) epochs
@@ -305,7 +319,7 @@ def curve_points() -> dict[str, list[Point]]:
         "n_held_variant2": [replace(v2, n_held=n) for n in (3, 7)],
         "variant2_pure": [replace(v2, lr_clock="leader")],
         "stages": [replace(v2, stages=s) for s in (1, 4)],
-        "selection_and_bias": [replace(MAIN, selection="first"), MAIN],
+        "selection_and_bias": [replace(MAIN, selection="first"), replace(MAIN, selection="first", bias=0.5), MAIN],
         "wait_epochs": [MAIN, replace(MAIN, epochs=2)],
     }
 
@@ -348,10 +362,24 @@ def window_epochs(setting: dict[str, Any]) -> float:
     return round(end - 0.1, 3)
 
 
-def headline(curves: dict[str, list[dict[str, Any]]], metric: str) -> dict[str, Any]:
-    best = max((p for pts in curves.values() for p in pts if metric in p), key=lambda p: p[metric]["mean"])
-    return {"mean": best[metric]["mean"], "ci95": best[metric]["ci95"], "n": best[metric]["n"],
-            "setting": best["setting"]}
+def headline(curves: dict[str, list[dict[str, Any]]], metric: str, *, drop_diverged: bool = False) -> dict[str, Any]:
+    """The point with the largest mean `metric`; with `drop_diverged`, seeds whose training collapsed before
+    the release (not the stale updates' doing) are left out of every point's mean."""
+    key = {"target_rate": "target_rate", "drop_points": "drop_points"}[metric]
+    best: tuple[float, dict[str, Any], dict[str, Any]] | None = None
+    for pts in curves.values():
+        for p in pts:
+            if metric not in p:
+                continue
+            kept = [r[key] for r in p["seeds"] if not (drop_diverged and diverged(r))]
+            if len(kept) < 2:
+                continue
+            stat = mean_ci(kept) if drop_diverged else p[metric]
+            if best is None or stat["mean"] > best[0]:
+                best = (stat["mean"], stat, p)
+    assert best is not None
+    _, stat, p = best
+    return {**stat, "setting": p["setting"], "diverged_seeds_in_point": p.get("diverged")}
 
 
 def _ci(m: dict[str, Any], scale: float = 1.0, digits: int = 3) -> str:
@@ -361,12 +389,12 @@ def _ci(m: dict[str, Any], scale: float = 1.0, digits: int = 3) -> str:
 
 def tables(result: dict[str, Any]) -> str:
     """The results file as markdown tables (what docs/game_of_threads.md quotes)."""
-    header = "| curve | setting | fired | mean held share | target rate [95% CI] | drop vs unattacked | drop at release |"
+    header = "| curve | setting | fired (diverged) | mean held share | target rate [95% CI] | drop vs unattacked | drop at release |"
     lines = [header, "|---|---|---|---|---|---|---|"]
     for name, pts in result.get("natural_curves", {}).items():
         for p in pts:
             drop = _ci(p["drop_points"], digits=1) if "drop_points" in p else "n/a"
-            lines.append(f"| {name} | {p['label']} | {p['fired']} | {p['mean_held_share']} | "
+            lines.append(f"| {name} | {p['label']} | {p['fired']} ({p.get('diverged', '?')}) | {p['mean_held_share']} | "
                          f"{_ci(p['target_rate'])} | {drop} | {_ci(p['drop_points_in_run'], digits=1)} |")
     defenses = result.get("defenses_natural", {})
     if defenses:
@@ -377,8 +405,10 @@ def tables(result: dict[str, Any]) -> str:
             clean = e["clean"]
             cost = _ci(clean["accuracy_cost_points"], digits=1) if "accuracy_cost_points" in clean else "-"
             dropped = _ci(clean["dropped_updates"], digits=0) if "dropped_updates" in clean else "-"
-            cells = [f"{_ci(e[v]['target_rate'])} | {_ci(e[v]['drop_points'], digits=1)}" for v in ("variant1", "variant2")]
-            lines.append(f"| {name} | {_ci(clean['accuracy'])} | {cost} | {dropped} | {cells[0]} | {cells[1]} |")
+            cells = [f"{_ci(e[v]['target_rate'])} | {_ci(e[v]['drop_points'], digits=1)} ({e[v].get('diverged', '?')} diverged)"
+                     for v in ("variant1", "variant2")]
+            lines.append(f"| {name} | {_ci(clean['accuracy'])} ({clean.get('diverged', '?')} diverged) | {cost} | "
+                         f"{dropped} | {cells[0]} | {cells[1]} |")
     oracle = result.get("oracle_upper_bound")
     if oracle:
         lines += ["", "| ORACLE (upper bound) | natural odds per batch | target rate | drop vs unattacked |",
@@ -407,7 +437,7 @@ def main() -> None:
     ap.add_argument("--no-defenses", action="store_true")
     ap.add_argument("--oracle", action="store_true",
                     help="also run the main setting with planted batches (a labelled upper bound)")
-    ap.add_argument("--oracle-shares", type=float, nargs="+", default=[0.75, 1.0], help="planted target shares")
+    ap.add_argument("--oracle-shares", type=float, nargs="+", default=[1.0], help="planted target shares")
     ap.add_argument("--tables", action="store_true", help="print the results file as markdown tables and exit")
     args = ap.parse_args()
     args.batch = args.throughput_batch
@@ -471,6 +501,12 @@ def main() -> None:
             save()
     result["natural_max_target_rate"] = headline(curves, "target_rate")
     result["natural_max_drop_points"] = headline(curves, "drop_points")
+    result["natural_max_excluding_diverged"] = {
+        "note": f"seeds whose training collapsed to chance (accuracy < {CHANCE_COLLAPSE}) before any stale "
+                "update landed are left out: the collapse is not the stale updates' doing",
+        "target_rate": headline(curves, "target_rate", drop_diverged=True),
+        "drop_points": headline(curves, "drop_points", drop_diverged=True),
+    }
     save()
     if args.oracle:
         print("oracle data order (upper bound, planted all-target batches):", flush=True)
@@ -492,16 +528,16 @@ def main() -> None:
             for variant in (1, 2):
                 row = bench.point(replace(DEFENDED, variant=variant, defenses=(name,)), clean_by_batch[DEFENDED.batch])
                 entry[f"variant{variant}"] = {k: row[k] for k in ("target_rate", "drop_points", "drop_points_in_run",
-                                                                  "accuracy", "fired", "dropped_updates")}
+                                                                  "accuracy", "fired", "diverged", "dropped_updates")}
             clean = bench.point(replace(DEFENDED, variant=None, defenses=(name,)), clean_by_batch[DEFENDED.batch])
             entry["clean"] = {"accuracy": clean["accuracy"], "accuracy_cost_points": clean["drop_points"],
-                              "dropped_updates": clean["dropped_updates"]}
+                              "dropped_updates": clean["dropped_updates"], "diverged": clean["diverged"]}
             table[name] = entry
             result["defenses_natural"] = table
             save()
         undefended = {f"variant{v}": bench.point(replace(DEFENDED, variant=v), clean_by_batch[DEFENDED.batch])
                       for v in (1, 2)}
-        table["none"] = {k: {m: v[m] for m in ("target_rate", "drop_points", "drop_points_in_run", "accuracy")}
+        table["none"] = {k: {m: v[m] for m in ("target_rate", "drop_points", "drop_points_in_run", "accuracy", "diverged")}
                          for k, v in undefended.items()}
         table["none"]["clean"] = {"accuracy": result["unattacked_other_batch"][str(DEFENDED.batch)]["accuracy"]}
         result["defenses_natural"] = table

@@ -365,13 +365,12 @@ def window_epochs(setting: dict[str, Any]) -> float:
 def headline(curves: dict[str, list[dict[str, Any]]], metric: str, *, drop_diverged: bool = False) -> dict[str, Any]:
     """The point with the largest mean `metric`; with `drop_diverged`, seeds whose training collapsed before
     the release (not the stale updates' doing) are left out of every point's mean."""
-    key = {"target_rate": "target_rate", "drop_points": "drop_points"}[metric]
     best: tuple[float, dict[str, Any], dict[str, Any]] | None = None
     for pts in curves.values():
         for p in pts:
             if metric not in p:
                 continue
-            kept = [r[key] for r in p["seeds"] if not (drop_diverged and diverged(r))]
+            kept = [r[metric] for r in p["seeds"] if not (drop_diverged and diverged(r))]
             if len(kept) < 2:
                 continue
             stat = mean_ci(kept) if drop_diverged else p[metric]

@@ -28,6 +28,10 @@ ROUND_KINDS = ["ROUND_PLAN", "PLANNED", "ROUND_START", "READY", "MASK", "EXPECT"
 ACTIONS = ["drop", "duplicate", "tamper"]
 #: the longest a round may take: the owner's wait, plus slack for a loaded machine
 BOUND_S = (ROUND_BUDGET + 1) * TIMEOUT_S + 5.0
+#: rounds tried until the spoiled kind is really sent (a round can abort on a timeout before reaching it)
+LOAD_ATTEMPTS = 3
+#: how long a finished round's last messages may take to cross the relay
+SETTLE_S = 3.0
 
 
 @dataclass
@@ -85,12 +89,23 @@ _next_round = iter(range(1, 10_000, 2))
 def test_one_spoiled_message_costs_at_most_its_round(deployment: tuple[CitadelSession, OneShot], kind: str,
                                                       action: str) -> None:
     session, host = deployment
-    rnd = next(_next_round)
-    with host.lock:
-        host.kind, host.action, host.rnd, host.hits = kind, action, rnd, []
-    outcome, took = timed_round(session, rnd)
-    assert host.hits, f"no {kind} crossed the relay in round {rnd}"
-    assert took < BOUND_S, f"round {rnd} took {took:.1f} s after {host.hits}"
+    for _attempt in range(LOAD_ATTEMPTS):
+        rnd = next(_next_round)
+        with host.lock:
+            host.kind, host.action, host.rnd, host.hits = kind, action, rnd, []
+        outcome, took = timed_round(session, rnd)
+        assert took < BOUND_S, f"round {rnd} took {took:.1f} s after {host.hits}"
+        # the root's RESULT can reach the owner before the admin's COMMITTED has crossed the relay
+        settle = time.monotonic() + SETTLE_S
+        while not host.hits and time.monotonic() < settle:
+            session.owner.drain(0.1)
+        if host.hits:
+            break
+        # the round ended before any `kind` was sent: on a loaded machine a party can miss the 1.5 s
+        # timeout first; that round must still end cleanly (an abort with a reason), and the next try spoils
+        assert isinstance(outcome, RoundAbortedError) and outcome.reason, f"round {rnd}: {outcome}"
+        session.owner.drain(0.2)
+    assert host.hits, f"no {kind} crossed the relay in {LOAD_ATTEMPTS} rounds (the last: {rnd})"
     if isinstance(outcome, RoundAbortedError):
         assert outcome.reason and action != "duplicate", f"{host.hits}: {outcome}"
     else:  # a result is always exact, for the parties it names

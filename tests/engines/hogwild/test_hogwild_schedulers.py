@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -118,3 +119,34 @@ def test_free_scheduler_refuses_policies():
     sched = build_scheduler("free")
     with pytest.raises(ValueError, match="os_signals"):
         sched.pause(0)
+
+
+class _SignalLog:
+    """A stand-in pool that records stop/continue instead of signalling processes."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+        self.killed: set[int] = set()
+
+    def stop(self, rank: int) -> bool:
+        self.calls.append(("stop", rank))
+        return True
+
+    def cont(self, rank: int) -> None:
+        self.calls.append(("cont", rank))
+
+
+def test_time_slicing_lets_a_worker_out_that_finished_as_it_was_paused():
+    """A worker paused in the same instant it finished its epochs is no longer in the rotation; unless it is
+    continued, it never exits and the run ends by terminating it (seen as a crash under load)."""
+    sched = build_scheduler("os_signals", {"max_running": 1, "slice_s": 60.0})
+    sched.pool, sched.workers = _SignalLog(), 2
+    sched.state = SimpleNamespace(done=[0, 0])
+    sched._slice_start = time.monotonic()  # inside a slice: only the finished-worker rule can act
+    sched.pause(1)
+    sched.state.done[1] = 1  # it had just set its done flag
+    sched.after_tick()
+    assert sched.pool.calls == [("stop", 1), ("cont", 1)]
+    assert 1 not in sched.paused
+    sched.after_tick()  # and only once
+    assert sched.pool.calls == [("stop", 1), ("cont", 1)]

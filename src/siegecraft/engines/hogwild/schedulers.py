@@ -258,6 +258,8 @@ class OsSignalScheduler(Scheduler):
         if k is None or k >= self.workers:
             return
         now = time.monotonic()
+        for r in [r for r in self.paused if self.finished(r)]:
+            self.resume(r)  # it finished just as it was paused: let it exit, or the run waits on a stopped worker
         if now - self._slice_start < self.options.slice_s:
             return
         self._slice_start = now

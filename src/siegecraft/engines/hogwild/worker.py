@@ -61,6 +61,9 @@ def _die_with_parent(parent_pid: int) -> None:
 def worker_main(setup: WorkerSetup, parent_pid: int) -> None:
     """Process entry point."""
     _die_with_parent(parent_pid)
+    # a Python SIGTERM handler inherited through fork (Ray installs one that exits with status 15) would turn
+    # the pool's terminate into an ordinary-looking exit; the default action ends the worker at once
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     for conn in setup.foreign_conns:
         conn.close()
     torch.set_num_threads(1)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from siegecraft.core.models import flat_params
 from siegecraft.engines.serverless.config import ServerlessConfig
 from siegecraft.engines.serverless.emulated import EmulatedPlatform
 from siegecraft.engines.serverless.job import TrainingJob
@@ -20,7 +21,7 @@ from siegecraft.engines.serverless.specs import Config, JobSpec, PlanSpec
 from siegecraft.engines.serverless.store import connect
 
 from .conftest import PRELOAD, tiny_data
-from .test_training_job import OPTIONS, _local_sgd, _serverless_sgd
+from .test_training_job import OPTIONS, _local_sgd, _model, _serverless_sgd
 
 
 @pytest.mark.parametrize(("n", "g"), [(4, 2), (6, 2), (6, 3), (8, 2), (12, 3), (16, 4), (64, 8), (7, 7)])
@@ -63,6 +64,30 @@ def test_hierarchical_sgd_equals_local_and_flat_sgd_across_reshards(platform: Em
     assert np.abs(weights - flat).max() < 1e-6  # only the summation order differs (float32 rounding)
     assert [p["plan"]["sync"] for p in job.state.plans] == ["hierarchical"] * 3
     assert [m["measurement"]["iterations"] for m in job.state.plans] == [3, 3, 2]
+
+
+def test_plans_switching_between_flat_hierarchical_and_central_sync_give_local_sgd(
+    platform: EmulatedPlatform,
+) -> None:
+    """The final weight/momentum layout is the flat one, so the state moves between sync modes unchanged."""
+    data = tiny_data()
+    steps = [("scatter_reduce", 4, 2), ("hierarchical", 6, 2), ("central", 2, 2), ("hierarchical", 4, 2)]
+    init_flat = flat_params(_model()).numpy()
+    with MemoryStoreServer() as server, connect(server.spec) as store:
+        spec = JobSpec("mix", server.spec, "cnn", 1, 4, 12, len(data.y), init_flat.size, lr=0.1, momentum=0.9,
+                       model_options=OPTIONS)  # fmt: skip
+        job = TrainingJob(spec, store, platform, sync_timeout_s=20)
+        job.initialize(data.x, data.y, init_flat)
+        offset = 0
+        for sync, workers, iterations in steps:
+            plan = job.next_plan(Config(workers, 1024, 8), epoch=0, epoch_offset=offset, iterations=iterations,
+                                 sync=sync)  # fmt: skip
+            job.run_plan(plan)
+            offset += workers * 8 * iterations
+        weights = job.weights()
+        job.cleanup()
+    assert [p["plan"]["sync"] for p in job.state.plans] == [s for s, _, _ in steps]
+    assert np.abs(weights - _local_sgd(data, [(n, 8, its) for _, n, its in steps])).max() < 1e-5
 
 
 def test_an_explicit_group_size_gives_the_same_sgd(platform: EmulatedPlatform) -> None:

@@ -13,6 +13,7 @@ Epochs, batch size (fixed mode) and the optimiser come from `[train]`. Example:
     deadline_s = 600           # or budget_usd = 0.05; neither: the fixed workers, memory_mb and train.batch_size
     on_infeasible = "refuse"   # or "best-effort": run the fastest/cheapest even when the prior says unreachable
     on_miss = "abort"          # or "continue" (the default under best-effort): when a refit finds it out of reach
+    sync = "scatter_reduce"    # or "hierarchical" (group_size = "auto" or a divisor of every worker count), "central"
     [serverless.planner]
     workers = [1, 2, 4]
     memory_mb = [1024, 1769, 3538]

@@ -328,67 +328,105 @@ def _hierarchical_iteration(
     x: torch.Tensor | None,
     y: torch.Tensor | None,
 ) -> None:
-    """One iteration of worker (a, j): read weights, compute, sum level-1 shard j over group a, exchange its
-    G pieces with the workers (b, j) of the other groups, step final shard k = j*G + a, and (member j of
-    group 0) assemble level-1 weight shard j of the next iteration for everybody to read."""
-    job, plan, role = task.job, task.plan, task.role
-    keys, name, n, h = JobKeys(job.job), plan.name, plan.config.workers, plan.hierarchy
-    a, j = h.position(role)
-    k, groups = h.owned(role), h.groups
+    """One iteration of worker (a, j): read the weights, compute, reduce final shard k = j*G + a over both
+    levels, step it, and (member j of group 0) assemble level-1 weight shard j of the next iteration."""
+    job, plan = task.job, task.plan
+    keys, k = JobKeys(job.job), plan.hierarchy.owned(task.role)
     t0 = time.perf_counter()
-    if plan.reads_level1 and it > plan.start_it:
-        wkeys = [keys.level1_weights(name, it, i) for i in range(h.group_size)]
-        have = {wkeys[j]: to_bytes(own_w1[it])} if it in own_w1 else {}
-    else:
-        wkeys = [keys.weights(name, it, s) for s in range(n)]
-        have = {wkeys[k]: to_bytes(own_w[it])} if it in own_w else {}
-    weights = np.concatenate([from_bytes(v) for v in wait_for(store, wkeys, budget, have)])
+    weights = _hierarchical_weights(task, store, it, own_w, own_w1, budget)
     t1 = time.perf_counter()
     grad, loss = _gradient_at(task, it, weights, model, x, y)
     t2 = time.perf_counter()
-    bounds1 = h.level1_bounds(weights.size)
-    level1 = [grad[lo:hi] for lo, hi in bounds1]
-    store.put_many(
-        {keys.level1_grad(name, it, role, i): to_bytes(level1[i]) for i in range(h.group_size) if i != j}
-    )
+    avg = _two_level_average(task, store, it, grad, budget, stats)
     t3 = time.perf_counter()
-    members = h.members(a)
-    peers = [r for r in members if r != role]
-    got = dict(zip(peers, wait_for(store, [keys.level1_grad(name, it, r, j) for r in peers], budget)))
-    partial = _sum_in_order([level1[j] if r == role else from_bytes(got[r]) for r in members])
-    finals = shard_bounds(weights.size, n)
-    lo1 = bounds1[j][0]
-    pieces = [partial[finals[s][0] - lo1 : finals[s][1] - lo1] for s in h.finals(j)]
-    store.put_many(
-        {keys.level2_grad(name, it, a, j * groups + b): to_bytes(pieces[b]) for b in range(groups) if b != a}
-    )
-    others = [b for b in range(groups) if b != a]
-    got2 = dict(zip(others, wait_for(store, [keys.level2_grad(name, it, b, k) for b in others], budget)))
-    total = _sum_in_order([pieces[a] if b == a else from_bytes(got2[b]) for b in range(groups)])
-    avg = (total / np.float32(n)).astype(np.float32)
     if it not in own_w or it not in own_m:
-        w_raw, m_raw = wait_for(store, [keys.weights(name, it, k), keys.momentum(name, it, k)], budget)
+        w_raw, m_raw = wait_for(
+            store, [keys.weights(plan.name, it, k), keys.momentum(plan.name, it, k)], budget
+        )
         own_w.setdefault(it, from_bytes(w_raw))
         own_m[it] = from_bytes(m_raw)
     w_new, m_new = sgd_step(
         own_w[it], own_m[it], avg, lr=job.lr, momentum=job.momentum, weight_decay=job.weight_decay
     )
     store.put_many(
-        {keys.weights(name, it + 1, k): to_bytes(w_new), keys.momentum(name, it + 1, k): to_bytes(m_new)}
+        {
+            keys.weights(plan.name, it + 1, k): to_bytes(w_new),
+            keys.momentum(plan.name, it + 1, k): to_bytes(m_new),
+        }
     )
     own_w[it + 1], own_m[it + 1] = w_new, m_new
+    a, j = plan.hierarchy.position(task.role)
     if plan.reads_level1 and a == 0 and it + 1 < plan.end_it:
-        fkeys = [keys.weights(name, it + 1, s) for s in h.finals(j)]
-        shard = np.concatenate(
-            [from_bytes(v) for v in wait_for(store, fkeys, budget, {fkeys[0]: to_bytes(w_new)})]
-        )
-        store.put(keys.level1_weights(name, it + 1, j), to_bytes(shard))
-        own_w1[it + 1] = shard
+        own_w1[it + 1] = _gather_level1(task, store, it + 1, j, w_new, budget)
     stats.read_s += t1 - t0
     stats.compute_s += t2 - t1
-    stats.scatter_s += t3 - t2
     stats.reduce_s += time.perf_counter() - t3
     stats.loss_sum += loss
+
+
+def _hierarchical_weights(
+    task: WorkerTask,
+    store: Store,
+    it: int,
+    own_w: dict[int, np.ndarray],
+    own_w1: dict[int, np.ndarray],
+    budget: float,
+) -> np.ndarray:
+    """The weights of iteration `it`: the g level-1 shards, or the n final shards in a plan's first
+    iteration (the driver's re-sharding writes only those) and when the gather step is off."""
+    plan, h = task.plan, task.plan.hierarchy
+    keys, name = JobKeys(task.job.job), plan.name
+    if plan.reads_level1 and it > plan.start_it:
+        wkeys = [keys.level1_weights(name, it, i) for i in range(h.group_size)]
+        mine, cache = h.position(task.role)[1], own_w1
+    else:
+        wkeys = [keys.weights(name, it, s) for s in range(plan.config.workers)]
+        mine, cache = h.owned(task.role), own_w
+    have = {wkeys[mine]: to_bytes(cache[it])} if it in cache else {}
+    return np.concatenate([from_bytes(v) for v in wait_for(store, wkeys, budget, have)])
+
+
+def _two_level_average(
+    task: WorkerTask, store: Store, it: int, grad: np.ndarray, budget: float, stats: RoleStats
+) -> np.ndarray:
+    """Mean over all n workers of final shard k = j*G + a of the gradient: level 1 sums level-1 shard j over
+    group a (member order), level 2 sums final shard k over the G groups (group order); fixed orders, so
+    the same bits whatever the arrival order."""
+    plan, role, h = task.plan, task.role, task.plan.hierarchy
+    keys, name = JobKeys(task.job.job), plan.name
+    a, j = h.position(role)
+    t0 = time.perf_counter()
+    bounds1 = h.level1_bounds(grad.size)
+    level1 = [grad[lo:hi] for lo, hi in bounds1]
+    store.put_many(
+        {keys.level1_grad(name, it, role, i): to_bytes(level1[i]) for i in range(h.group_size) if i != j}
+    )
+    stats.scatter_s += time.perf_counter() - t0
+    peers = [r for r in h.members(a) if r != role]
+    got = dict(zip(peers, wait_for(store, [keys.level1_grad(name, it, r, j) for r in peers], budget)))
+    partial = _sum_in_order([level1[j] if r == role else from_bytes(got[r]) for r in h.members(a)])
+    finals, lo1 = shard_bounds(grad.size, plan.config.workers), bounds1[j][0]
+    pieces = [partial[finals[s][0] - lo1 : finals[s][1] - lo1] for s in h.finals(j)]
+    k, groups = h.owned(role), h.groups
+    store.put_many(
+        {keys.level2_grad(name, it, a, j * groups + b): to_bytes(pieces[b]) for b in range(groups) if b != a}
+    )
+    others = [b for b in range(groups) if b != a]
+    got2 = dict(zip(others, wait_for(store, [keys.level2_grad(name, it, b, k) for b in others], budget)))
+    total = _sum_in_order([pieces[a] if b == a else from_bytes(got2[b]) for b in range(groups)])
+    return (total / np.float32(plan.config.workers)).astype(np.float32)
+
+
+def _gather_level1(
+    task: WorkerTask, store: Store, it: int, j: int, own: np.ndarray, budget: float
+) -> np.ndarray:
+    """Assemble level-1 weight shard j of iteration `it` from its G final shards (the first is `own`) and
+    write it, so every worker reads g weight values instead of n."""
+    keys, name = JobKeys(task.job.job), task.plan.name
+    fkeys = [keys.weights(name, it, s) for s in task.plan.hierarchy.finals(j)]
+    shard = np.concatenate([from_bytes(v) for v in wait_for(store, fkeys, budget, {fkeys[0]: to_bytes(own)})])
+    store.put(keys.level1_weights(name, it, j), to_bytes(shard))
+    return shard
 
 
 def _hierarchical_garbage(task: WorkerTask, it: int) -> list[str]:

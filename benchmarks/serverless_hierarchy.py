@@ -12,7 +12,10 @@ median. Three ways to synchronise per n:
   gathers the next weights, so every worker reads g weight keys: O(g + G) values;
 - `hierarchical_direct`: the same two levels, but every worker reads the n final weight shards (no gather
   step; O(n) reads, one synchronisation round less): the alternative the gather step has to beat.
-Both with the emulated per-function link (Lambda-like 75 MB/s) and on raw loopback. Memory: the resident
+Both with the emulated per-function link (Lambda-like 75 MB/s) and on raw loopback. Per worker and
+iteration: `bytes_per_worker`; `requests_per_worker` = store round trips (one MGET/MSET each, polls for
+keys not yet written included); `values_per_worker` = keys written or read (what a per-object store such
+as S3 bills as requests: O(n) flat, O(g + G) hierarchical). Memory: the resident
 and proportional set sizes (VmRSS, Pss) of all the emulated platform's processes after each n's runs.
 """
 

@@ -193,6 +193,18 @@ CASES = [
          {"serverless": {"on_infeasible": "maybe"}}),
     Case("unknown-on-miss", "serverless", "serverless.on_miss", "'retry'", "'abort' or 'continue'",
          {"serverless": {"on_miss": "retry"}}),
+    # hierarchical synchronisation: the group size must divide every worker count a plan may use
+    Case("group-size-not-a-divisor", "serverless", "serverless.group_size", "2", "must divide the number of workers",
+         {"serverless": {"sync": "hierarchical", "workers": 3, "group_size": 2}}),
+    Case("group-size-not-a-divisor-of-the-grid", "serverless", "serverless.group_size", "2", "[3] do not",
+         {"serverless": {"sync": "hierarchical", "deadline_s": 60.0, "group_size": 2,
+                         "planner": {"workers": [2, 3, 4]}}, "train": {"batch_size": DROP}}),
+    Case("group-size-one", "serverless", "serverless.group_size", "1", "an integer >= 2",
+         {"serverless": {"sync": "hierarchical", "group_size": 1}}),
+    Case("group-size-word", "serverless", "serverless.group_size", "'big'", "'auto'",
+         {"serverless": {"sync": "hierarchical", "group_size": "big"}}),
+    Case("group-size-without-hierarchy", "serverless", "serverless.group_size", "2", "sync = 'hierarchical'",
+         {"serverless": {"group_size": 2}}),
     # serverless preflight: checks against the training set (256 digits) and the planner's prior model
     Case("deadline-unreachable", "serverless", "serverless.deadline_s", "0.1",
          "a deadline_s of at least", {"serverless": {"deadline_s": 0.1}, "train": {"batch_size": DROP}}),

@@ -13,6 +13,7 @@ Epochs, batch size (fixed mode) and the optimiser come from `[train]`. Example:
     deadline_s = 600           # or budget_usd = 0.05; neither: the fixed workers, memory_mb and train.batch_size
     on_infeasible = "refuse"   # or "best-effort": run the fastest/cheapest even when the prior says unreachable
     on_miss = "abort"          # or "continue" (the default under best-effort): when a refit finds it out of reach
+    sync = "scatter_reduce"    # or "hierarchical" (group_size = "auto" or a divisor of every worker count), "central"
     [serverless.planner]
     workers = [1, 2, 4]
     memory_mb = [1024, 1769, 3538]
@@ -22,14 +23,24 @@ Epochs, batch size (fixed mode) and the optimiser come from `[train]`. Example:
 from __future__ import annotations
 
 import importlib.util
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, model_validator
 
 from siegecraft.core.config import FieldError
 from siegecraft.core.training import TrainConfig
 from siegecraft.engines.serverless.billing import PriceTable
 from siegecraft.engines.serverless.planner import SearchSpace
+
+
+def _group_size(value: object) -> int | Literal["auto"]:
+    """'auto' or an integer (one message for both, not one per member of the union)."""
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool)):
+        return value  # type: ignore[return-value]
+    raise ValueError("must be 'auto' or an integer >= 2")
+
+
+GroupSize = Annotated[int | Literal["auto"], PlainValidator(_group_size, json_schema_input_type=int | Literal["auto"])]
 
 
 class _Section(BaseModel):
@@ -89,7 +100,10 @@ class ServerlessSection(_Section):
     platform: Literal["emulated", "lithops"] = "emulated"
     store: Literal["memory", "redis"] = "memory"
     redis_url: str | None = Field(None, description="use this Redis instead of starting a private one")
-    sync: Literal["scatter_reduce", "central"] = "scatter_reduce"
+    sync: Literal["scatter_reduce", "hierarchical", "central"] = "scatter_reduce"
+    group_size: GroupSize = Field(
+        "auto", description="hierarchical sync: workers per group; auto = the divisor of n nearest sqrt(n)"
+    )
     workers: int = Field(2, ge=1, description="fixed mode: concurrent workers")
     memory_mb: int = Field(1769, ge=128, description="fixed mode: memory per function")
     deadline_s: float | None = Field(None, gt=0)
@@ -136,7 +150,29 @@ class ServerlessSection(_Section):
                              "needs store = 'redis' (the memory store lives in the driver and ignores it)")
         if self.platform == "lithops":
             self._check_lithops()
+        self._check_group_size()
         return self
+
+    def _check_group_size(self) -> None:
+        """An explicit group size is an int >= 2 dividing every worker count the job may run with."""
+        g = self.group_size
+        if g == "auto":
+            return
+        if self.sync != "hierarchical":
+            raise FieldError(("group_size",), g, f"only applies to sync = 'hierarchical' (sync is {self.sync!r})")
+        counts = self.planner.workers if self.adaptive else [self.workers]
+        where = "planner.workers" if self.adaptive else "workers"
+        if isinstance(g, bool) or g < 2:
+            raise FieldError(("group_size",), g, "must be 'auto' or an integer >= 2")
+        bad = [n for n in counts if n % g]
+        if bad:
+            raise FieldError(("group_size",), g, f"must divide the number of workers ({where} = {counts}), "
+                             f"which {bad} do not; use 'auto' or a common divisor")  # fmt: skip
+
+    @property
+    def hierarchy_group_size(self) -> int | None:
+        """The group size a plan gets: None for 'auto' (chosen per plan from its worker count)."""
+        return None if self.group_size == "auto" else int(self.group_size)
 
     def _check_lithops(self) -> None:
         """The Lithops config is sections of keys (passed through unchanged), and a backend off this machine

@@ -79,6 +79,7 @@ class TrainingJob:
         checkpoint_margin_s: float = 2.0,
         iterations_per_invocation: int | None = None,
         sync: str = "scatter_reduce",
+        group_size: int | None = None,
         max_retries: int | None = None,
         ledger: CostLedger | None = None,
     ) -> None:
@@ -91,6 +92,7 @@ class TrainingJob:
         self.checkpoint_margin_s = checkpoint_margin_s
         self.iterations_per_invocation = iterations_per_invocation
         self.sync = sync
+        self.group_size = group_size  # hierarchical sync: None picks the divisor of n nearest sqrt(n)
         self.max_retries = max_retries
         self.ledger = ledger or CostLedger()
         self.state = JobState()
@@ -136,7 +138,13 @@ class TrainingJob:
         plan_id = len(self.state.plans)
         start = self.state.head.it
         return PlanSpec(
-            plan_id, epoch, config, start, start + iterations, epoch_offset, **{"sync": self.sync, **kw}
+            plan_id,
+            epoch,
+            config,
+            start,
+            start + iterations,
+            epoch_offset,
+            **{"sync": self.sync, "group_size": self.group_size, **kw},
         )
 
     def pending_plan(self) -> PlanSpec | None:
@@ -212,7 +220,9 @@ class TrainingJob:
                 role = futures.pop(fut)
                 inv = fut.result()
                 records.append(inv.billing)
-                self.ledger.bill(inv.billing, phase=plan.phase, plan=plan.name, role=role)  # durable before use
+                self.ledger.bill(
+                    inv.billing, phase=plan.phase, plan=plan.name, role=role
+                )  # durable before use
                 if inv.ok:
                     outcomes[role].append(inv.result)
                     if inv.result["status"] == "done":
@@ -324,6 +334,10 @@ def summarize(
     moved = sum(rep["bytes_sent"] + rep["bytes_received"] for rep in outcomes_of(plan, outcomes)) / max(
         plan.config.workers * its, 1
     )
+    requests, values = (
+        sum(rep.get(key, 0) for rep in outcomes_of(plan, outcomes)) / max(plan.config.workers * its, 1)
+        for key in ("requests", "values")
+    )
     busiest = max(
         (sum(rep["bytes_sent"] + rep["bytes_received"] for rep in outcomes[r]) / its for r in plan.roles),
         default=0.0,
@@ -345,6 +359,8 @@ def summarize(
         retries=retries,
         bytes_per_worker=moved,
         busiest_role_bytes=busiest,
+        requests_per_worker=requests,
+        values_per_worker=values,
         train_loss=sum(rep["loss_sum"] for rep in worker_reports) / worker_its,
         switched=switched,
     )

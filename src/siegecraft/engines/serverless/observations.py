@@ -32,6 +32,8 @@ class Measurement:
     retries: int = 0
     bytes_per_worker: float = 0.0
     busiest_role_bytes: float = 0.0
+    requests_per_worker: float = 0.0  # store round trips per worker and iteration (polls included)
+    values_per_worker: float = 0.0  # keys written or read per worker and iteration
     train_loss: float = float("nan")
     switched: bool = True
 

@@ -218,7 +218,7 @@ def train_serverless(
         job = TrainingJob(
             spec, store, platform, timeout_s=cfg.timeout_s, sync_timeout_s=cfg.sync_timeout_s,
             checkpoint_margin_s=cfg.checkpoint_margin_s, iterations_per_invocation=cfg.iterations_per_invocation,
-            sync=cfg.sync, ledger=CostLedger(ledger_path, job=spec.job),
+            sync=cfg.sync, group_size=cfg.hierarchy_group_size, ledger=CostLedger(ledger_path, job=spec.job),
         )  # fmt: skip
         job.initialize(train.x, train.y, init)
         perf = PerformanceModel(

@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from siegecraft.engines.serverless.layout import Hierarchy, auto_group_size
 from siegecraft.engines.serverless.store import StoreSpec
 
-SYNC_MODES = ("scatter_reduce", "central")
+SYNC_MODES = ("scatter_reduce", "hierarchical", "central")
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,12 @@ class JobSpec:
 
 @dataclass(frozen=True)
 class PlanSpec:
-    """Iterations [start_it, end_it) of one epoch, run with one configuration and sync mode."""
+    """Iterations [start_it, end_it) of one epoch, run with one configuration and sync mode.
+
+    `group_size` (hierarchical sync only) is g, None for `auto_group_size`; `gather_weights` makes one
+    worker per level-1 shard assemble it from the G final shards, so every worker reads g weight keys
+    instead of n.
+    """
 
     plan_id: int
     epoch: int
@@ -65,6 +71,14 @@ class PlanSpec:
     epoch_offset: int
     sync: str = "scatter_reduce"
     phase: str = "train"
+    group_size: int | None = None
+    gather_weights: bool = True
+
+    def __post_init__(self) -> None:
+        if self.sync not in SYNC_MODES:
+            raise ValueError(f"sync must be one of {SYNC_MODES}, got {self.sync!r}")
+        if self.sync == "hierarchical":
+            self.hierarchy  # noqa: B018  (raises if the group size does not divide the workers)
 
     @property
     def name(self) -> str:
@@ -76,8 +90,22 @@ class PlanSpec:
 
     @property
     def shards(self) -> int:
-        """Shards of weights and momentum: one per worker (scatter-reduce) or one (central)."""
-        return self.config.workers if self.sync == "scatter_reduce" else 1
+        """Shards of weights and momentum: one per worker (both scatter-reduces) or one (central)."""
+        return 1 if self.sync == "central" else self.config.workers
+
+    @property
+    def hierarchy(self) -> Hierarchy:
+        """The groups of hierarchical sync (n workers, g = `group_size` or `auto_group_size(n)`)."""
+        n = self.config.workers
+        return Hierarchy(n, self.group_size if self.group_size is not None else auto_group_size(n))
+
+    @property
+    def reads_level1(self) -> bool:
+        """Whether workers read the g level-1 weight shards (after the first iteration) instead of the n
+        final shards: hierarchical with `gather_weights` and a real hierarchy (1 < g < n)."""
+        if self.sync != "hierarchical" or not self.gather_weights:
+            return False
+        return 1 < self.hierarchy.group_size < self.config.workers
 
     @property
     def roles(self) -> list[int]:
@@ -92,6 +120,8 @@ class PlanSpec:
         """Shard index the role reduces, or None."""
         if self.sync == "scatter_reduce":
             return role
+        if self.sync == "hierarchical":
+            return self.hierarchy.owned(role)
         return 0 if role == self.config.workers else None
 
     def to_dict(self) -> dict[str, Any]:

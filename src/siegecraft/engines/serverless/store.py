@@ -38,11 +38,13 @@ class StoreSpec:
 
 @dataclass
 class Traffic:
-    """Bytes a client sent and received, and its request count."""
+    """Bytes a client sent and received, its request count (round trips) and the values it moved (keys
+    written plus keys read that existed: what a per-object store such as S3 would bill as requests)."""
 
     sent: int = 0
     received: int = 0
     requests: int = 0
+    values: int = 0
 
     @property
     def total(self) -> int:
@@ -93,7 +95,9 @@ class Store(ABC):
         """Values of `keys` in order (None where missing), in one round trip."""
         if not keys:
             return []
-        return self._metered(lambda: self._mget(keys), sent=sum(len(k) for k in keys), received=_sizes)
+        out = self._metered(lambda: self._mget(keys), sent=sum(len(k) for k in keys), received=_sizes)
+        self.traffic.values += sum(v is not None for v in out)
+        return out
 
     def put_many(self, items: Mapping[str, bytes]) -> None:
         """Write several keys in one round trip (atomic per key)."""
@@ -103,6 +107,7 @@ class Store(ABC):
             check_key(key)
         size = sum(len(k) + len(v) for k, v in items.items())
         self._metered(lambda: self._mset(items), sent=size)
+        self.traffic.values += len(items)
 
     def delete(self, keys: Iterable[str]) -> int:
         keys = list(keys)

@@ -10,6 +10,10 @@ shard history it owns (two iterations back, which nobody can still need).
 A re-invoked role resumes at `done + 1`; every value it rewrites is identical to the first write, so crashes,
 kills and timeouts change nothing but time and money. Before the time limit the function returns
 "checkpoint" and the driver invokes it again.
+
+Hierarchical sync (`_hierarchical_iteration`) runs scatter-reduce in two levels over groups of g workers:
+within a group on g level-1 shards, then across the G = n/g groups on the final shards, so a worker moves
+O(g + G) values per iteration instead of O(n); the final weight/momentum shards are the flat layout.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from torch import nn
 
 from siegecraft.core.models import build_model, load_flat_params
 from siegecraft.engines.serverless import context, data_blob
-from siegecraft.engines.serverless.layout import JobKeys, from_bytes, split, to_bytes
+from siegecraft.engines.serverless.layout import JobKeys, from_bytes, shard_bounds, split, to_bytes
 from siegecraft.engines.serverless.specs import JobSpec, PlanSpec, WorkerTask
 from siegecraft.engines.serverless.store import Store, connect
 
@@ -57,7 +61,11 @@ class RoleStats:
     loss_sum: float = 0.0
     bytes_sent: int = 0
     bytes_received: int = 0
+    requests: int = 0
+    values: int = 0
     setup_bytes: int = 0
+    setup_requests: int = 0
+    setup_values: int = 0
     first_start: float = 0.0
     last_end: float = 0.0
     warm_cache: bool = False
@@ -175,6 +183,8 @@ def train_worker(task: WorkerTask) -> dict[str, Any]:
     finally:
         stats.bytes_sent = store.traffic.sent
         stats.bytes_received = store.traffic.received - stats.setup_bytes
+        stats.requests = store.traffic.requests - stats.setup_requests
+        stats.values = store.traffic.values - stats.setup_values
         store.close()
     return stats.to_dict()
 
@@ -195,8 +205,10 @@ def _run_role(task: WorkerTask, store: Store, stats: RoleStats, start: float) ->
     stats.next_it = it
     stats.setup_s = time.perf_counter() - start
     stats.setup_bytes = store.traffic.received
+    stats.setup_requests, stats.setup_values = store.traffic.requests, store.traffic.values
     own_w: dict[int, np.ndarray] = {}
     own_m: dict[int, np.ndarray] = {}
+    own_w1: dict[int, np.ndarray] = {}
     slowest = 0.0
     while it < plan.end_it:
         remaining = ctx.remaining_s()
@@ -208,20 +220,26 @@ def _run_role(task: WorkerTask, store: Store, stats: RoleStats, start: float) ->
         t_iter = time.perf_counter()
         if stats.iterations == 0:
             stats.first_start = time.time()
-        own_grad = None
-        if computes:
-            own_grad = _compute_and_scatter(task, store, it, own_w, budget, stats, model, x, y)
-        if agg is not None:
-            t0 = time.perf_counter()
-            _reduce_shard(task, store, it, agg, own_grad, own_w, own_m, budget)
-            stats.reduce_s += time.perf_counter() - t0
+        if plan.sync == "hierarchical":
+            _hierarchical_iteration(task, store, it, own_w, own_m, own_w1, budget, stats, model, x, y)
+            garbage = _hierarchical_garbage(task, it - 1)
+        else:
+            own_grad = None
+            if computes:
+                own_grad = _compute_and_scatter(task, store, it, own_w, budget, stats, model, x, y)
+            if agg is not None:
+                t0 = time.perf_counter()
+                _reduce_shard(task, store, it, agg, own_grad, own_w, own_m, budget)
+                stats.reduce_s += time.perf_counter() - t0
+            garbage = []
+            if agg is not None:
+                garbage = [keys.weights(name, it - 1, agg), keys.momentum(name, it - 1, agg)]
+                garbage += [keys.grad(name, it - 1, i, agg) for i in range(n) if i != role]
         store.put(keys.done(name, role), str(it).encode())
-        if agg is not None and it - 1 >= plan.start_it:
-            old = [keys.weights(name, it - 1, agg), keys.momentum(name, it - 1, agg)]
-            old += [keys.grad(name, it - 1, i, agg) for i in range(n) if i != role]
-            store.delete(old)
-        own_w.pop(it, None)
-        own_m.pop(it, None)
+        if it - 1 >= plan.start_it and garbage:
+            store.delete(garbage)
+        for cache in (own_w, own_m, own_w1):
+            cache.pop(it, None)
         it += 1
         stats.iterations += 1
         stats.next_it = it
@@ -250,11 +268,7 @@ def _compute_and_scatter(
     shards = [from_bytes(s) for s in wait_for(store, wkeys, budget, have)]
     weights = np.concatenate(shards)
     t1 = time.perf_counter()
-    if job.synthetic_gradients:
-        grad, loss = (weights * np.float32(1e-3)).astype(np.float32), 0.0
-    else:
-        idx = torch.from_numpy(batch_indices(job, plan, it, role))
-        grad, loss = gradient(model, weights, x[idx], y[idx])  # type: ignore[arg-type,index]
+    grad, loss = _gradient_at(task, it, weights, model, x, y)
     t2 = time.perf_counter()
     parts = split(grad, plan.shards)
     store.put_many({keys.grad(name, it, role, k): to_bytes(parts[k]) for k in range(plan.shards) if k != agg})
@@ -299,3 +313,156 @@ def _reduce_shard(
         {keys.weights(name, it + 1, agg): to_bytes(w_new), keys.momentum(name, it + 1, agg): to_bytes(m_new)}
     )
     own_w[it + 1], own_m[it + 1] = w_new, m_new
+
+
+def _hierarchical_iteration(
+    task: WorkerTask,
+    store: Store,
+    it: int,
+    own_w: dict[int, np.ndarray],
+    own_m: dict[int, np.ndarray],
+    own_w1: dict[int, np.ndarray],
+    budget: float,
+    stats: RoleStats,
+    model: nn.Module | None,
+    x: torch.Tensor | None,
+    y: torch.Tensor | None,
+) -> None:
+    """One iteration of worker (a, j): read the weights, compute, reduce final shard k = j*G + a over both
+    levels, step it, and (member j of group 0) assemble level-1 weight shard j of the next iteration."""
+    job, plan = task.job, task.plan
+    keys, k = JobKeys(job.job), plan.hierarchy.owned(task.role)
+    t0 = time.perf_counter()
+    weights = _hierarchical_weights(task, store, it, own_w, own_w1, budget)
+    t1 = time.perf_counter()
+    grad, loss = _gradient_at(task, it, weights, model, x, y)
+    t2 = time.perf_counter()
+    avg = _two_level_average(task, store, it, grad, budget, stats)
+    t3 = time.perf_counter()
+    if it not in own_w or it not in own_m:
+        w_raw, m_raw = wait_for(
+            store, [keys.weights(plan.name, it, k), keys.momentum(plan.name, it, k)], budget
+        )
+        own_w.setdefault(it, from_bytes(w_raw))
+        own_m[it] = from_bytes(m_raw)
+    w_new, m_new = sgd_step(
+        own_w[it], own_m[it], avg, lr=job.lr, momentum=job.momentum, weight_decay=job.weight_decay
+    )
+    store.put_many(
+        {
+            keys.weights(plan.name, it + 1, k): to_bytes(w_new),
+            keys.momentum(plan.name, it + 1, k): to_bytes(m_new),
+        }
+    )
+    own_w[it + 1], own_m[it + 1] = w_new, m_new
+    a, j = plan.hierarchy.position(task.role)
+    if plan.reads_level1 and a == 0 and it + 1 < plan.end_it:
+        own_w1[it + 1] = _gather_level1(task, store, it + 1, j, w_new, budget)
+    stats.read_s += t1 - t0
+    stats.compute_s += t2 - t1
+    stats.reduce_s += time.perf_counter() - t3
+    stats.loss_sum += loss
+
+
+def _hierarchical_weights(
+    task: WorkerTask,
+    store: Store,
+    it: int,
+    own_w: dict[int, np.ndarray],
+    own_w1: dict[int, np.ndarray],
+    budget: float,
+) -> np.ndarray:
+    """The weights of iteration `it`: the g level-1 shards, or the n final shards in a plan's first
+    iteration (the driver's re-sharding writes only those) and when the gather step is off."""
+    plan, h = task.plan, task.plan.hierarchy
+    keys, name = JobKeys(task.job.job), plan.name
+    if plan.reads_level1 and it > plan.start_it:
+        wkeys = [keys.level1_weights(name, it, i) for i in range(h.group_size)]
+        mine, cache = h.position(task.role)[1], own_w1
+    else:
+        wkeys = [keys.weights(name, it, s) for s in range(plan.config.workers)]
+        mine, cache = h.owned(task.role), own_w
+    have = {wkeys[mine]: to_bytes(cache[it])} if it in cache else {}
+    return np.concatenate([from_bytes(v) for v in wait_for(store, wkeys, budget, have)])
+
+
+def _two_level_average(
+    task: WorkerTask, store: Store, it: int, grad: np.ndarray, budget: float, stats: RoleStats
+) -> np.ndarray:
+    """Mean over all n workers of final shard k = j*G + a of the gradient: level 1 sums level-1 shard j over
+    group a (member order), level 2 sums final shard k over the G groups (group order); fixed orders, so
+    the same bits whatever the arrival order."""
+    plan, role, h = task.plan, task.role, task.plan.hierarchy
+    keys, name = JobKeys(task.job.job), plan.name
+    a, j = h.position(role)
+    t0 = time.perf_counter()
+    bounds1 = h.level1_bounds(grad.size)
+    level1 = [grad[lo:hi] for lo, hi in bounds1]
+    store.put_many(
+        {keys.level1_grad(name, it, role, i): to_bytes(level1[i]) for i in range(h.group_size) if i != j}
+    )
+    stats.scatter_s += time.perf_counter() - t0
+    peers = [r for r in h.members(a) if r != role]
+    got = dict(zip(peers, wait_for(store, [keys.level1_grad(name, it, r, j) for r in peers], budget)))
+    partial = _sum_in_order([level1[j] if r == role else from_bytes(got[r]) for r in h.members(a)])
+    finals, lo1 = shard_bounds(grad.size, plan.config.workers), bounds1[j][0]
+    pieces = [partial[finals[s][0] - lo1 : finals[s][1] - lo1] for s in h.finals(j)]
+    k, groups = h.owned(role), h.groups
+    store.put_many(
+        {keys.level2_grad(name, it, a, j * groups + b): to_bytes(pieces[b]) for b in range(groups) if b != a}
+    )
+    others = [b for b in range(groups) if b != a]
+    got2 = dict(zip(others, wait_for(store, [keys.level2_grad(name, it, b, k) for b in others], budget)))
+    total = _sum_in_order([pieces[a] if b == a else from_bytes(got2[b]) for b in range(groups)])
+    return (total / np.float32(plan.config.workers)).astype(np.float32)
+
+
+def _gather_level1(
+    task: WorkerTask, store: Store, it: int, j: int, own: np.ndarray, budget: float
+) -> np.ndarray:
+    """Assemble level-1 weight shard j of iteration `it` from its G final shards (the first is `own`) and
+    write it, so every worker reads g weight values instead of n."""
+    keys, name = JobKeys(task.job.job), task.plan.name
+    fkeys = [keys.weights(name, it, s) for s in task.plan.hierarchy.finals(j)]
+    shard = np.concatenate([from_bytes(v) for v in wait_for(store, fkeys, budget, {fkeys[0]: to_bytes(own)})])
+    store.put(keys.level1_weights(name, it, j), to_bytes(shard))
+    return shard
+
+
+def _hierarchical_garbage(task: WorkerTask, it: int) -> list[str]:
+    """Keys of iteration `it` whose only remaining reader was this role (two iterations back nobody, a
+    restarted peer included, can still need them): its final shard, the gradient pieces sent to it, and
+    the level-1 weight shard it assembled."""
+    plan, role = task.plan, task.role
+    keys, name, h = JobKeys(task.job.job), plan.name, plan.hierarchy
+    a, j = h.position(role)
+    k = h.owned(role)
+    old = [keys.weights(name, it, k), keys.momentum(name, it, k)]
+    old += [keys.level1_grad(name, it, r, j) for r in h.members(a) if r != role]
+    old += [keys.level2_grad(name, it, b, k) for b in range(h.groups) if b != a]
+    if plan.reads_level1 and a == 0:
+        old.append(keys.level1_weights(name, it, j))
+    return old
+
+
+def _gradient_at(
+    task: WorkerTask,
+    it: int,
+    weights: np.ndarray,
+    model: nn.Module | None,
+    x: torch.Tensor | None,
+    y: torch.Tensor | None,
+) -> tuple[np.ndarray, float]:
+    """This role's gradient and loss at `weights` (synthetic g = 1e-3 * w in synchronisation benchmarks)."""
+    if task.job.synthetic_gradients:
+        return (weights * np.float32(1e-3)).astype(np.float32), 0.0
+    idx = torch.from_numpy(batch_indices(task.job, task.plan, it, task.role))
+    return gradient(model, weights, x[idx], y[idx])  # type: ignore[arg-type,index]
+
+
+def _sum_in_order(parts: list[np.ndarray]) -> np.ndarray:
+    """Sum float32 vectors left to right (a fixed order: the same bits whatever the arrival order)."""
+    total = parts[0].copy()
+    for part in parts[1:]:
+        total += part
+    return total

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from multiprocessing import AuthenticationError
-from multiprocessing.connection import Client
+from multiprocessing.connection import Client, Connection
 
 import numpy as np
 import pytest
@@ -20,7 +20,7 @@ from siegecraft.engines.serverless.store import connect
 from ..conftest import tiny_data
 
 
-def _request(conn, *msg: object, body: bytes | None = None) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+def _request(conn: Connection, *msg: object, body: bytes | None = None) -> tuple[str, str]:
     conn.send(msg)
     if body is not None:
         conn.send_bytes(body)
@@ -65,11 +65,22 @@ def test_a_failed_worker_fails_the_run_and_stops_the_server(platform: EmulatedPl
     w = np.zeros(10, dtype=np.float32)
     with MemoryStoreServer() as store_server, connect(store_server.spec) as store:
         # synthetic gradients, a 1 s time limit and far more iterations than fit: the platform kills workers
-        spec = JobSpec("cirrus-fail", store_server.spec, "cnn", 1, 4, 12, len(data.y), w.size,
-                       synthetic_gradients=True)  # fmt: skip
+        spec = JobSpec(
+            "cirrus-fail", store_server.spec, "cnn", 1, 4, 12, len(data.y), w.size, synthetic_gradients=True
+        )
         with ParameterServer(wait_s=30) as server:
             with pytest.raises(BaselineFailed, match="timeout"):
-                run_cirrus(spec, store, platform, server, Config(2, 1024, 1), 10**7, x=data.x, y=data.y,
-                           init_weights=w, timeout_s=1.0)  # fmt: skip
+                run_cirrus(
+                    spec,
+                    store,
+                    platform,
+                    server,
+                    Config(2, 1024, 1),
+                    10**7,
+                    x=data.x,
+                    y=data.y,
+                    init_weights=w,
+                    timeout_s=1.0,
+                )
             assert not server.alive  # stopped at the first failure, so the other worker stopped waiting
     assert server.process.exitcode is not None

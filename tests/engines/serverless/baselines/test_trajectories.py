@@ -31,8 +31,9 @@ def _init() -> np.ndarray:
 
 
 def _spec(job: str, server: MemoryStoreServer, data: TinyData, size: int) -> JobSpec:
-    return JobSpec(job, server.spec, "cnn", 1, 4, 12, len(data.y), size, lr=0.1, momentum=0.9,
-                   model_options=OPTIONS)  # fmt: skip
+    return JobSpec(
+        job, server.spec, "cnn", 1, 4, 12, len(data.y), size, lr=0.1, momentum=0.9, model_options=OPTIONS
+    )
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +61,20 @@ def smlt_weights(platform: EmulatedPlatform, store_server: MemoryStoreServer, st
     return weights
 
 
-def test_lambdaml_follows_smlt(platform: EmulatedPlatform, store_server: MemoryStoreServer, store: Store,
-                               smlt_weights: np.ndarray) -> None:  # fmt: skip
+def test_lambdaml_follows_smlt(
+    platform: EmulatedPlatform, store_server: MemoryStoreServer, store: Store, smlt_weights: np.ndarray
+) -> None:
     data, init = tiny_data(), _init()
-    run = run_lambdaml(_spec("lml", store_server, data, init.size), store, platform,
-                       Config(WORKERS, 1024, BATCH), ITERATIONS, x=data.x, y=data.y, init_weights=init)  # fmt: skip
+    run = run_lambdaml(
+        _spec("lml", store_server, data, init.size),
+        store,
+        platform,
+        Config(WORKERS, 1024, BATCH),
+        ITERATIONS,
+        x=data.x,
+        y=data.y,
+        init_weights=init,
+    )
     store.delete_prefix("lml/")
     assert np.abs(run.weights - smlt_weights).max() < 1e-6
     assert len(run.records) == WORKERS and run.iter_s > 0
@@ -73,12 +83,22 @@ def test_lambdaml_follows_smlt(platform: EmulatedPlatform, store_server: MemoryS
     assert moved[-1] > 1.5 * moved[0]
 
 
-def test_cirrus_follows_smlt(platform: EmulatedPlatform, store_server: MemoryStoreServer, store: Store,
-                             smlt_weights: np.ndarray) -> None:  # fmt: skip
+def test_cirrus_follows_smlt(
+    platform: EmulatedPlatform, store_server: MemoryStoreServer, store: Store, smlt_weights: np.ndarray
+) -> None:
     data, init = tiny_data(), _init()
     with ParameterServer(wait_s=20) as server:
-        run = run_cirrus(_spec("cirrus", store_server, data, init.size), store, platform, server,
-                         Config(WORKERS, 1024, BATCH), ITERATIONS, x=data.x, y=data.y, init_weights=init)  # fmt: skip
+        run = run_cirrus(
+            _spec("cirrus", store_server, data, init.size),
+            store,
+            platform,
+            server,
+            Config(WORKERS, 1024, BATCH),
+            ITERATIONS,
+            x=data.x,
+            y=data.y,
+            init_weights=init,
+        )
         pid = server.process.pid
     store.delete_prefix("cirrus/")
     assert not server.alive and server.process.exitcode == 0, f"server {pid} did not exit cleanly"
@@ -87,11 +107,23 @@ def test_cirrus_follows_smlt(platform: EmulatedPlatform, store_server: MemorySto
     assert run.server_bytes_per_iter == pytest.approx(2 * WORKERS * init.size * 4)
 
 
-def test_fixed_cluster_follows_smlt(store_server: MemoryStoreServer, store: Store, smlt_weights: np.ndarray) -> None:
+def test_fixed_cluster_follows_smlt(
+    store_server: MemoryStoreServer, store: Store, smlt_weights: np.ndarray
+) -> None:
     data, init = tiny_data(), _init()
     with cluster_platform(preload=PRELOAD) as cluster:
-        run = run_fixed_cluster(_spec("cluster", store_server, data, init.size), store, cluster, WORKERS, BATCH,
-                                ITERATIONS - 1, x=data.x, y=data.y, init_weights=init, warm_up=1)  # fmt: skip
+        run = run_fixed_cluster(
+            _spec("cluster", store_server, data, init.size),
+            store,
+            cluster,
+            WORKERS,
+            BATCH,
+            ITERATIONS - 1,
+            x=data.x,
+            y=data.y,
+            init_weights=init,
+            warm_up=1,
+        )
     store.delete_prefix("cluster/")
     assert np.abs(run.weights - smlt_weights).max() < 1e-6
     assert run.config == Config(WORKERS, 1769, BATCH)

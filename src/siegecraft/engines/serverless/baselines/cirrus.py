@@ -127,14 +127,29 @@ def run_cirrus(
     if server.address is None or not server.alive:
         raise ValueError("the parameter server is not running (use `with ParameterServer() as server:`)")
     data_blob.upload(store, JobKeys(spec.job), x, y)
-    server.init(init_weights, np.zeros_like(init_weights), workers=config.workers, start_it=0, lr=spec.lr,
-                momentum_coef=spec.momentum, weight_decay=spec.weight_decay)  # fmt: skip
+    server.init(
+        init_weights,
+        np.zeros_like(init_weights),
+        workers=config.workers,
+        start_it=0,
+        lr=spec.lr,
+        momentum_coef=spec.momentum,
+        weight_decay=spec.weight_decay,
+    )
     plan = plan_for(config, iterations)
-    tasks = [BaselineTask(spec, plan, role, sync_timeout_s, server.address, server.authkey)
-             for role in range(config.workers)]  # fmt: skip
+    tasks = [
+        BaselineTask(spec, plan, role, sync_timeout_s, server.address, server.authkey)
+        for role in range(config.workers)
+    ]
     t0 = time.perf_counter()
-    records, reports = invoke_all(platform, cirrus_worker, tasks, memory_mb=config.memory_mb,
-                                  timeout_s=timeout_s, on_failure=server.stop)  # fmt: skip
+    records, reports = invoke_all(
+        platform,
+        cirrus_worker,
+        tasks,
+        memory_mb=config.memory_mb,
+        timeout_s=timeout_s,
+        on_failure=server.stop,
+    )
     wall = time.perf_counter() - t0
     deadline = time.monotonic() + sync_timeout_s
     state = server.state()
@@ -144,5 +159,14 @@ def run_cirrus(
     if state.it != iterations:
         raise ServerError(f"server is at iteration {state.it}, expected {iterations}")
     moved = (state.bytes_in + state.bytes_out) / max(iterations, 1)
-    return BaselineRun("cirrus", config, iterations, iteration_seconds(reports, iterations), wall,
-                       state.weights, records, reports, server_bytes_per_iter=moved)  # fmt: skip
+    return BaselineRun(
+        "cirrus",
+        config,
+        iterations,
+        iteration_seconds(reports, iterations),
+        wall,
+        state.weights,
+        records,
+        reports,
+        server_bytes_per_iter=moved,
+    )

@@ -74,10 +74,15 @@ class BaselineRun:
         return max((r["bytes_sent"] + r["bytes_received"]) for r in self.reports) / max(self.iterations, 1)
 
     def summary(self) -> dict[str, Any]:
-        return {"design": self.design, "config": self.config.label(), "iterations": self.iterations,
-                "iter_s": self.iter_s, "wall_s": self.wall_s,
-                "busiest_worker_bytes_per_iter": self.busiest_worker_bytes_per_iter,
-                "server_bytes_per_iter": self.server_bytes_per_iter}  # fmt: skip
+        return {
+            "design": self.design,
+            "config": self.config.label(),
+            "iterations": self.iterations,
+            "iter_s": self.iter_s,
+            "wall_s": self.wall_s,
+            "busiest_worker_bytes_per_iter": self.busiest_worker_bytes_per_iter,
+            "server_bytes_per_iter": self.server_bytes_per_iter,
+        }
 
 
 class GradientSource:
@@ -109,7 +114,9 @@ def average(grads: list[np.ndarray]) -> np.ndarray:
     return (total / np.float32(len(grads))).astype(np.float32)
 
 
-def plan_for(config: Config, iterations: int, *, start_it: int = 0, epoch: int = 0, offset: int = 0) -> PlanSpec:
+def plan_for(
+    config: Config, iterations: int, *, start_it: int = 0, epoch: int = 0, offset: int = 0
+) -> PlanSpec:
     """The plan (iterations and sample slice) a baseline runs: the same data order as SMLT's plan."""
     return PlanSpec(0, epoch, config, start_it, start_it + iterations, offset)
 

@@ -28,8 +28,14 @@ WORKER_TIER_MB = 1769
 
 def cluster_platform(vm: VmType = C5_LARGE, *, preload: tuple[str, ...] = ("torch",)) -> EmulatedPlatform:
     """Long-running worker processes with the VM's link and no function limits (throttle, watchdog)."""
-    return EmulatedPlatform(preload=preload, network_mb_s=vm.network_mb_s, throttle_cpu=False,
-                            address_limit_from_mb=None, keep_alive_s=1e9, concurrency=256)  # fmt: skip
+    return EmulatedPlatform(
+        preload=preload,
+        network_mb_s=vm.network_mb_s,
+        throttle_cpu=False,
+        address_limit_from_mb=None,
+        keep_alive_s=1e9,
+        concurrency=256,
+    )
 
 
 def run_fixed_cluster(
@@ -57,7 +63,19 @@ def run_fixed_cluster(
     t0 = time.perf_counter()
     m = job.execute(config, epoch=0, epoch_offset=offset, iterations=iterations, phase="train")
     wall = time.perf_counter() - t0
-    busiest = {"role": -1, "iterations": iterations, "bytes_sent": m.busiest_role_bytes * iterations,
-               "bytes_received": 0}  # the scatter-reduce's busiest worker, as the job measured it
-    return BaselineRun("fixed_cluster", config, iterations, m.iter_s, wall, job.weights(),
-                       [r for _, r in job.ledger.entries], [busiest])  # fmt: skip
+    busiest = {
+        "role": -1,
+        "iterations": iterations,
+        "bytes_sent": m.busiest_role_bytes * iterations,
+        "bytes_received": 0,
+    }  # the scatter-reduce's busiest worker, as the job measured it
+    return BaselineRun(
+        "fixed_cluster",
+        config,
+        iterations,
+        m.iter_s,
+        wall,
+        job.weights(),
+        [r for _, r in job.ledger.entries],
+        [busiest],
+    )

@@ -2,7 +2,7 @@
 
 Every iteration each worker reads the whole model, computes its gradient and writes it whole; worker 0
 (a function like the others) also reads the other n-1 gradients, averages them, steps the model and writes
-the whole model and momentum of the next iteration. Worker 0's link carries about (n + 2) models per
+the whole model and momentum of the next iteration. Worker 0's link carries n + 1 models per
 iteration, the others' two: the O(n) hot spot SMLT's scatter-reduce removes.
 
 Keys: `{job}/lml/w/{it}`, `{job}/lml/m/{it}` (model and momentum at the start of `it`) and
@@ -77,7 +77,9 @@ def lambdaml_worker(task: BaselineTask) -> dict[str, Any]:
                 weights, momentum = sgd_step(
                     weights, momentum, avg, lr=job.lr, momentum=job.momentum, weight_decay=job.weight_decay
                 )
-                store.put_many({_w(job.job, it + 1): to_bytes(weights), _m(job.job, it + 1): to_bytes(momentum)})
+                store.put_many(
+                    {_w(job.job, it + 1): to_bytes(weights), _m(job.job, it + 1): to_bytes(momentum)}
+                )
                 # every worker read w/it before writing g/it, so nobody needs iteration it any more
                 store.delete([_w(job.job, it), _m(job.job, it), *(_g(job.job, it, i) for i in range(1, n))])
             report.iterations += 1
@@ -104,13 +106,25 @@ def run_lambdaml(
 ) -> BaselineRun:
     """Run `iterations` synchronous SGD iterations LambdaML-style from `init_weights` (zero momentum)."""
     data_blob.upload(store, JobKeys(spec.job), x, y)
-    store.put_many({_w(spec.job, 0): to_bytes(init_weights), _m(spec.job, 0): to_bytes(np.zeros_like(init_weights))})
+    store.put_many(
+        {_w(spec.job, 0): to_bytes(init_weights), _m(spec.job, 0): to_bytes(np.zeros_like(init_weights))}
+    )
     plan = plan_for(config, iterations)
     tasks = [BaselineTask(spec, plan, role, sync_timeout_s) for role in range(config.workers)]
     t0 = time.perf_counter()
-    records, reports = invoke_all(platform, lambdaml_worker, tasks, memory_mb=config.memory_mb, timeout_s=timeout_s)
+    records, reports = invoke_all(
+        platform, lambdaml_worker, tasks, memory_mb=config.memory_mb, timeout_s=timeout_s
+    )
     wall = time.perf_counter() - t0
     weights = from_bytes(wait_for(store, [_w(spec.job, iterations)], 5.0)[0]).copy()
     store.delete_prefix(f"{spec.job}/lml/")
-    return BaselineRun("lambdaml", config, iterations, iteration_seconds(reports, iterations), wall, weights,
-                       records, reports)  # fmt: skip
+    return BaselineRun(
+        "lambdaml",
+        config,
+        iterations,
+        iteration_seconds(reports, iterations),
+        wall,
+        weights,
+        records,
+        reports,
+    )

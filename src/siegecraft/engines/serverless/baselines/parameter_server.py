@@ -70,7 +70,7 @@ class _Model:
             return out
 
     def push(self, it: int, role: int, grad: bytes) -> str:
-        """Record worker `role`'s gradient of iteration `it`; the last one of the iteration steps the model."""
+        """Record worker `role`'s gradient of iteration `it`; the iteration's last push steps the model."""
         with self.cond:
             self.bytes_in += len(grad)
             if it != self.it or not 0 <= role < self.workers:
@@ -135,7 +135,9 @@ def serve(control: Connection, authkey: bytes, wait_s: float) -> None:
                 control.send("ok")
             elif msg[0] == "state":
                 with model.cond:
-                    control.send((model.it, to_bytes(model.w), to_bytes(model.m), model.bytes_in, model.bytes_out))
+                    control.send(
+                        (model.it, to_bytes(model.w), to_bytes(model.m), model.bytes_in, model.bytes_out)
+                    )
             else:
                 return
     finally:
@@ -156,8 +158,9 @@ class ParameterServer:
     def start(self) -> tuple[str, int]:
         """Start the process; returns the loopback address workers connect to."""
         parent, child = self._ctx.Pipe(duplex=True)
-        self.process = self._ctx.Process(target=serve, args=(child, self.authkey, self.wait_s), daemon=True,
-                                         name="parameter-server")  # fmt: skip
+        self.process = self._ctx.Process(
+            target=serve, args=(child, self.authkey, self.wait_s), daemon=True, name="parameter-server"
+        )
         self.process.start()
         child.close()
         self._control = parent
@@ -173,8 +176,17 @@ class ParameterServer:
         self._control.send(msg)
         return self._control.recv()
 
-    def init(self, weights: np.ndarray, momentum: np.ndarray, *, workers: int, start_it: int,
-             lr: float, momentum_coef: float, weight_decay: float) -> None:  # fmt: skip
+    def init(
+        self,
+        weights: np.ndarray,
+        momentum: np.ndarray,
+        *,
+        workers: int,
+        start_it: int,
+        lr: float,
+        momentum_coef: float,
+        weight_decay: float,
+    ) -> None:
         """Load the model and momentum of iteration `start_it` for a job of `workers` workers."""
         opt = {"lr": lr, "momentum": momentum_coef, "weight_decay": weight_decay}
         self._call("init", to_bytes(weights), to_bytes(momentum), workers, start_it, opt)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client, Connection
 
@@ -43,6 +44,9 @@ def test_server_steps_after_all_pushes_and_exits_cleanly() -> None:
         assert state.it == 1 and np.allclose(state.weights, 1.0 - 0.5 * 2.0)
         with pytest.raises(AuthenticationError):  # a client without the key is refused; the server goes on
             Client(server.address, authkey=b"wrong")
+        socket.create_connection(server.address).close()  # one that leaves mid-handshake changes nothing
+        with Client(server.address, authkey=server.authkey) as c:
+            assert _request(c, "pull", 0, 0)[0] == "error"  # still accepting (iteration 0 is gone)
         assert _request(b, "pull", 1, 1) == ("ok", "")
         assert np.allclose(from_bytes(b.recv_bytes()), 0.0)
         a.close()

@@ -41,9 +41,10 @@ class ServerError(RuntimeError):
 class _Link:
     """A worker's capped link to the server: an exchange of b bytes takes at least b / bandwidth."""
 
-    def __init__(self, conn: Connection, network_mb_s: float | None) -> None:
+    def __init__(self, conn: Connection, network_mb_s: float | None, wait_s: float) -> None:
         self.conn = conn
         self.network_mb_s = network_mb_s
+        self.wait_s = wait_s
         self.sent = self.received = 0
 
     def _pace(self, nbytes: int, started: float) -> None:
@@ -53,6 +54,8 @@ class _Link:
                 time.sleep(wait)
 
     def _reply(self) -> None:
+        if not self.conn.poll(self.wait_s):
+            raise ServerError(f"no answer from the parameter server within {self.wait_s} s")
         status, message = self.conn.recv()
         if status != "ok":
             raise ServerError(message)
@@ -87,7 +90,7 @@ def cirrus_worker(task: BaselineTask) -> dict[str, Any]:
     with connect(job.store, network_mb_s=network) as store:
         grads = GradientSource(task, store)
     conn = Client(task.server, authkey=task.authkey)
-    link = _Link(conn, network)
+    link = _Link(conn, network, 2 * task.sync_timeout_s)  # the server answers a pull within sync_timeout_s
     report.setup_s = time.perf_counter() - start
     try:
         for it in range(plan.start_it, plan.end_it):

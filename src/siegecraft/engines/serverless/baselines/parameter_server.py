@@ -106,23 +106,24 @@ def _serve_client(conn: Connection, model: _Model, wait_s: float) -> None:
                 return
 
 
-def _accept(listener: Listener, model: _Model, wait_s: float) -> None:
-    while True:
+def _accept(listener: Listener, model: _Model, wait_s: float, stopping: threading.Event) -> None:
+    """Accept clients until the server stops; a client that fails the handshake (wrong key, reset, gone
+    mid-way) is dropped and the loop goes on, so one bad client cannot stop the others from connecting."""
+    while not stopping.is_set():
         try:
             conn = listener.accept()
-        except AuthenticationError:
-            continue  # a client without the key is dropped; the server goes on
-        except (OSError, EOFError):
-            return  # the listener was closed: the server is stopping
+        except (AuthenticationError, OSError, EOFError):
+            continue  # after `stopping` is set, the closed listener ends the loop here
         threading.Thread(target=_serve_client, args=(conn, model, wait_s), daemon=True).start()
 
 
 def serve(control: Connection, authkey: bytes, wait_s: float) -> None:
     """Process entry point: listen on a free loopback port, report it, serve until `stop` or the driver's
     pipe closes."""
-    listener = Listener(("127.0.0.1", 0), authkey=authkey)
-    model = _Model()
-    threading.Thread(target=_accept, args=(listener, model, wait_s), daemon=True).start()
+    # a deep backlog: n workers connect at once while the accept thread is busy with one handshake
+    listener = Listener(("127.0.0.1", 0), backlog=1024, authkey=authkey)
+    model, stopping = _Model(), threading.Event()
+    threading.Thread(target=_accept, args=(listener, model, wait_s, stopping), daemon=True).start()
     control.send(listener.address)
     try:
         while True:
@@ -141,6 +142,7 @@ def serve(control: Connection, authkey: bytes, wait_s: float) -> None:
             else:
                 return
     finally:
+        stopping.set()
         listener.close()
 
 

@@ -16,11 +16,11 @@ from siegecraft.core.config import ConfigError, FieldError
 from siegecraft.core.models import build_model, flat_params
 from siegecraft.drivers.experiment import build_experiment
 from siegecraft.engines.serverless.config import ServerlessConfig
-from siegecraft.engines.serverless.perf_model import Coefficients
+from siegecraft.engines.serverless.perf_model import Coefficients, PerformanceModel
 from siegecraft.engines.serverless.planner import PRIOR_TOLERANCE
 from siegecraft.engines.serverless.platform import FunctionPlatform
 from siegecraft.engines.serverless.platform_profile import SIGMAS, SPREAD_KEYS, PlatformProfile, ProfileError
-from siegecraft.engines.serverless.runner import check_target, train_serverless
+from siegecraft.engines.serverless.runner import bayesian_planner, check_target, train_serverless
 from tests.engines.serverless.conftest import tiny_data
 
 OPTIONS = {"width": 4, "hidden": 16}
@@ -141,6 +141,9 @@ def test_targets_at_or_above_the_calibrated_bound_are_accepted(tmp_path: Path, k
     for target in (verdict.bound * 1.001, verdict.predicted, 10 * verdict.predicted):
         accepted = check_target(_cfg(path, **{key: target}), num_params=PARAMS, samples=SAMPLES)
         assert accepted is not None and accepted.reachable
+    assert bayesian_planner(_cfg(path, **{key: 1.0}), PerformanceModel(num_params=PARAMS, samples_per_epoch=SAMPLES),
+                            0).profile_configs() == []  # a calibrated prior needs no per-job probes  # fmt: skip
+    assert verdict.profiling == 0.0 and _verdict(None, key).profiling > 0
     wider = _verdict(_profile(tmp_path / "w.json", spread={k: 0.2 for k in SPREAD_KEYS}), key)
     assert wider.bound < verdict.bound and wider.predicted == pytest.approx(verdict.predicted)
 

@@ -204,6 +204,7 @@ class BayesianPlanner:
         trials: int = 60,
         safety: float = 0.05,
         seed: int = 0,
+        probes: bool = True,
     ) -> None:
         if (deadline_s is None) == (budget_usd is None):
             raise ValueError("BayesianPlanner needs exactly one of deadline_s or budget_usd")
@@ -215,11 +216,14 @@ class BayesianPlanner:
         self.trials = trials
         self.safety = safety
         self.seed = seed
+        self.probes = probes
         self.measurements: list[Measurement] = []
         self._decisions = 0
 
     def profile_configs(self) -> list[Config]:
-        return self.space.profile_configs()
+        """The space's profiling probes; none with `probes=False` (a calibrated prior already describes the
+        platform, and the first epoch's measurement refits it)."""
+        return self.space.profile_configs() if self.probes else []
 
     def observe(self, measurement: Measurement) -> None:
         self.measurements.append(measurement)
@@ -244,13 +248,14 @@ class BayesianPlanner:
         which prior and tolerance were used, for the refusal message.
         """
         self.model.fit([])
-        best = self._replay(self.model, epochs, profile_iterations)
-        low = self._replay(optimistic or generic_optimistic(self.model), epochs, profile_iterations)
-        col = 1 if self.mode == "deadline" else 2
-        cfg, predicted = best[col][0], best[col][col]
-        extra = {} if allowance is None else {"allowance": allowance}
-        target = float(self.deadline_s if self.mode == "deadline" else self.budget_usd)  # type: ignore[arg-type]
-        return Feasibility(self.mode, target, cfg, predicted, low[col][col], best[0][col - 1], prior, **extra)
+        (prof_s, prof_usd), fastest, cheapest = self._replay(self.model, epochs, profile_iterations)
+        _, low_fast, low_cheap = self._replay(optimistic or generic_optimistic(self.model), epochs, profile_iterations)
+        extra = {"prior": prior} if allowance is None else {"prior": prior, "allowance": allowance}
+        if self.mode == "deadline":
+            return Feasibility("deadline", float(self.deadline_s), fastest[0], fastest[1], low_fast[1], prof_s,  # type: ignore[arg-type]
+                               **extra)  # fmt: skip
+        return Feasibility("budget", float(self.budget_usd), cheapest[0], cheapest[2], low_cheap[2], prof_usd,  # type: ignore[arg-type]
+                           **extra)  # fmt: skip
 
     def _replay(
         self, model: PerformanceModel, epochs: int, profile_iterations: int

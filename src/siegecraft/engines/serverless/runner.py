@@ -122,7 +122,7 @@ def bayesian_planner(cfg: ServerlessConfig, model: PerformanceModel, seed: int) 
     s = cfg.planner
     return BayesianPlanner(
         s.space(), model, deadline_s=cfg.deadline_s, budget_usd=cfg.budget_usd, trials=s.trials, safety=s.safety,
-        seed=seed,
+        seed=seed, probes=cfg.platform_profile is None,  # a calibrated prior needs no per-job probes
     )  # fmt: skip
 
 

@@ -116,8 +116,8 @@ class Feasibility:
     def explain(self) -> str:
         """Why the target is unreachable and what is allowed (the refusal's text after `key = value: `)."""
         c = self.config
-        where = (f"workers={c.workers}, memory_mb={c.memory_mb}, batch_size={c.batch_size}; "
-                 f"profiling probes included")  # fmt: skip
+        probes = "profiling probes included" if self.profiling > 0 else "no profiling probes"
+        where = f"workers={c.workers}, memory_mb={c.memory_mb}, batch_size={c.batch_size}; {probes}"
         least, ahead = _round_up(self.bound), f"a prediction, before any profiling; {self.prior}"
         if self.mode == "deadline":
             return (f"unreachable: the prior performance model predicts the fastest finish at {self.predicted:.3g} s "

@@ -14,6 +14,7 @@ Epochs, batch size (fixed mode) and the optimiser come from `[train]`. Example:
     on_infeasible = "refuse"   # or "best-effort": run the fastest/cheapest even when the prior says unreachable
     on_miss = "abort"          # or "continue" (the default under best-effort): when a refit finds it out of reach
     sync = "scatter_reduce"    # or "hierarchical" (group_size = "auto" or a divisor of every worker count), "central"
+    platform_profile = "benchmarks/results/serverless_platform_profile.json"   # optional calibrated prior
     [serverless.planner]
     workers = [1, 2, 4]
     memory_mb = [1024, 1769, 3538]
@@ -25,12 +26,13 @@ from __future__ import annotations
 import importlib.util
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator, model_validator
 
 from siegecraft.core.config import FieldError
 from siegecraft.core.training import TrainConfig
 from siegecraft.engines.serverless.billing import PriceTable
 from siegecraft.engines.serverless.planner import SearchSpace
+from siegecraft.engines.serverless.platform_profile import PlatformProfile, ProfileError
 
 
 def _group_size(value: object) -> int | Literal["auto"]:
@@ -116,6 +118,10 @@ class ServerlessSection(_Section):
         "default: abort, or continue with on_infeasible = 'best-effort'",
     )  # fmt: skip
     planner: PlannerOptions = Field(default_factory=PlannerOptions)
+    platform_profile: str | None = Field(
+        None, description="calibrated prior for the planner (a JSON file from the calibration step): the preflight "
+        "then refuses within the measured spread; None: the generic prior, refused only 10x below it",
+    )  # fmt: skip
     timeout_s: float = Field(900.0, gt=0, le=900, description="per-invocation limit (Lambda: 15 minutes)")
     sync_timeout_s: float = Field(60.0, gt=0, description="how long a worker waits for a peer's shard")
     checkpoint_margin_s: float = Field(2.0, ge=0)
@@ -190,6 +196,21 @@ class ServerlessSection(_Section):
             raise FieldError(("redis_url",), self.redis_url,
                              f"Lithops backend {backend!r} runs functions off this machine: they need "
                              "store = 'redis' and a redis_url they can reach")
+
+    @field_validator("platform_profile")
+    @classmethod
+    def _profile_loads(cls, path: str | None) -> str | None:
+        """The profile file exists and holds a valid profile (checked again when the job reads it)."""
+        if path is not None:
+            try:
+                PlatformProfile.load(path)
+            except ProfileError as err:
+                raise FieldError((), path, str(err)) from None
+        return path
+
+    def platform_prior(self) -> PlatformProfile | None:
+        """The calibrated prior named by `platform_profile`, or None (the generic prior)."""
+        return None if self.platform_profile is None else PlatformProfile.load(self.platform_profile)
 
     @property
     def lithops_backend(self) -> str:

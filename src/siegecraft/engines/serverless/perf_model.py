@@ -92,6 +92,13 @@ class PerformanceModel:
         self._corrections: dict[Config, float] = {}
         self._spread: dict[Config, float] = {}
 
+    def with_prior(self, prior: Coefficients, parallel_efficiency: float) -> PerformanceModel:
+        """A fresh (unfitted) model of the same job, prices and synchronisation with another prior."""
+        return PerformanceModel(
+            num_params=self.num_params, samples_per_epoch=self.samples_per_epoch, prices=self.prices, sync=self.sync,
+            max_threads=self.max_threads, parallel_efficiency=parallel_efficiency, prior=prior,
+        )  # fmt: skip
+
     # -- structure ---------------------------------------------------------------------------------------
     def speed(self, memory_mb: int) -> float:
         """Relative compute speed of a tier: the vCPU share below one vCPU, then threads with efficiency."""

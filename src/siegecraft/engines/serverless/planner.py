@@ -11,7 +11,9 @@ Every decision also says whether the target is still `reachable` at all: the mod
 over the whole grid (no safety margin) meets it; the loop's `on_miss` policy acts on that.
 
 `BayesianPlanner.feasibility` answers, from the PRIOR model alone (before anything is invoked), whether the
-target can be reached; the serverless preflight refuses the job when it cannot (`Feasibility`).
+target can be reached; the serverless preflight refuses the job when it cannot (`Feasibility`). It refuses
+only below what an OPTIMISTIC model predicts: the generic prior with every coefficient `PRIOR_TOLERANCE`
+better, or a calibrated prior (`platform_profile.py`) with each coefficient better by its measured spread.
 
 `FixedPlanner` always answers the configured point (no deadline, no budget).
 """
@@ -21,7 +23,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from siegecraft.engines.serverless.observations import Measurement
@@ -34,15 +36,24 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PRIOR_TOLERANCE = 10.0
-"""How much faster (and, in GB-seconds, cheaper) than the prior the platform may turn out to be.
+"""How much faster (and, in GB-seconds, cheaper) than the GENERIC prior the platform may turn out to be.
 
 The prior `Coefficients` are generic: on the emulated platform of this repository they are ~10x slower than
 measured (benchmarks/results/serverless.json: 2 ms vs 0.21 ms per sample and vCPU for the `cnn`, a 2 s vs
 0.22 s cold start), and on the benchmark's job the prior's cheapest run costs 7x the true cheapest. So a target
 is refused only when it lies below the prior's prediction divided by this factor: a refusal then means "not
 even on a platform 10x faster than assumed", not "the prior guesses it will miss". Request fees are exact
-(known from the price table) and are not divided.
+(known from the price table) and are not divided. A `PlatformProfile` replaces it with measured tolerances.
 """
+GENERIC_PRIOR = "generic prior, no serverless.platform_profile"
+
+
+def generic_optimistic(model: PerformanceModel) -> PerformanceModel:
+    """`model`'s prior with every time coefficient `PRIOR_TOLERANCE` better (the billing factor unchanged, so
+    GB-seconds are as much cheaper as time is shorter)."""
+    p = model.prior
+    better = {k: getattr(p, k) / PRIOR_TOLERANCE for k in asdict(p) if k != "cost_factor"}
+    return model.with_prior(replace(p, **better), model.prior_efficiency)
 
 
 @dataclass(frozen=True)
@@ -81,7 +92,8 @@ class Feasibility:
 
     `predicted` is the prior's point prediction of the fastest finish (deadline) or cheapest total cost
     (budget) and `config` the configuration that achieves it; `bound` is the lowest finish or cost the
-    refusal allows for (`PRIOR_TOLERANCE`); the target is `reachable` when it is at least `bound`.
+    refusal allows for (the optimistic model's, over the whole grid); the target is `reachable` when it is
+    at least `bound`. `prior` names the prior and `allowance` the tolerance the bound allowed for.
     """
 
     mode: str
@@ -90,6 +102,8 @@ class Feasibility:
     predicted: float
     bound: float
     profiling: float
+    prior: str = GENERIC_PRIOR
+    allowance: str = f"every coefficient up to {PRIOR_TOLERANCE:g}x better than it assumes"
 
     @property
     def reachable(self) -> bool:
@@ -102,18 +116,18 @@ class Feasibility:
     def explain(self) -> str:
         """Why the target is unreachable and what is allowed (the refusal's text after `key = value: `)."""
         c = self.config
-        where = (f"workers={c.workers}, memory_mb={c.memory_mb}, batch_size={c.batch_size}; "
-                 f"profiling probes included")  # fmt: skip
-        tol, least = f"{PRIOR_TOLERANCE:g}x", _round_up(self.bound)
+        probes = "profiling probes included" if self.profiling > 0 else "no profiling probes"
+        where = f"workers={c.workers}, memory_mb={c.memory_mb}, batch_size={c.batch_size}; {probes}"
+        least, ahead = _round_up(self.bound), f"a prediction, before any profiling; {self.prior}"
         if self.mode == "deadline":
             return (f"unreachable: the prior performance model predicts the fastest finish at {self.predicted:.3g} s "
-                    f"({where}), and {least:.2g} s even on a platform {tol} faster than it assumes (a "
-                    f"prediction, before any profiling); allowed: a deadline_s of at least {least:.2g}, or "
-                    f"serverless.on_infeasible = 'best-effort' to run the fastest configuration anyway")
+                    f"({where}), and {least:.2g} s even with {self.allowance} ({ahead}); allowed: a deadline_s of "
+                    f"at least {least:.2g}, or serverless.on_infeasible = 'best-effort' to run the fastest "
+                    f"configuration anyway")
         return (f"unreachable: the prior performance model predicts the cheapest run at ${self.predicted:.2g} "
-                f"({where}), and ${least:.2g} even on a platform {tol} faster than it assumes (request fees "
-                f"exact; a prediction, before any profiling); allowed: a budget_usd of at least {least:.2g}, "
-                f"or serverless.on_infeasible = 'best-effort' to run the cheapest configuration anyway")  # fmt: skip
+                f"({where}), and ${least:.2g} even with {self.allowance} (request fees exact; {ahead}); "
+                f"allowed: a budget_usd of at least {least:.2g}, or serverless.on_infeasible = 'best-effort' to "
+                f"run the cheapest configuration anyway")  # fmt: skip
 
 
 def _round_up(x: float) -> float:
@@ -190,6 +204,7 @@ class BayesianPlanner:
         trials: int = 60,
         safety: float = 0.05,
         seed: int = 0,
+        probes: bool = True,
     ) -> None:
         if (deadline_s is None) == (budget_usd is None):
             raise ValueError("BayesianPlanner needs exactly one of deadline_s or budget_usd")
@@ -201,11 +216,14 @@ class BayesianPlanner:
         self.trials = trials
         self.safety = safety
         self.seed = seed
+        self.probes = probes
         self.measurements: list[Measurement] = []
         self._decisions = 0
 
     def profile_configs(self) -> list[Config]:
-        return self.space.profile_configs()
+        """The space's profiling probes; none with `probes=False` (a calibrated prior already describes the
+        platform, and the first epoch's measurement refits it)."""
+        return self.space.profile_configs() if self.probes else []
 
     def observe(self, measurement: Measurement) -> None:
         self.measurements.append(measurement)
@@ -216,18 +234,36 @@ class BayesianPlanner:
         grid = self.space.grid()
         return [c for c in grid if c.workers * c.batch_size <= self.model.samples_per_epoch] or grid
 
-    def feasibility(self, *, epochs: int, profile_iterations: int) -> Feasibility:
+    def feasibility(
+        self, *, epochs: int, profile_iterations: int, optimistic: PerformanceModel | None = None,
+        prior: str = GENERIC_PRIOR, allowance: str | None = None,
+    ) -> Feasibility:  # fmt: skip
         """Whether the target is reachable by the PRIOR model (the model is reset to it; nothing runs).
 
         Replays what the loop will do: the profiling probes (a few iterations each, cold, their samples count
         towards epoch 0) and then the rest of the job with every configuration of the grid, cold unless it is
-        the last probe's. The fastest finish (deadline) or cheapest total (budget) is compared with the target
-        through `PRIOR_TOLERANCE`.
+        the last probe's. The prior's fastest finish (deadline) or cheapest total (budget) is reported; the
+        target is refused below the same replay on `optimistic` (default: `generic_optimistic`, the prior
+        `PRIOR_TOLERANCE` better), the lowest the platform could plausibly do. `prior` and `allowance` say
+        which prior and tolerance were used, for the refusal message.
         """
-        model = self.model
-        model.fit([])
+        self.model.fit([])
+        (prof_s, prof_usd), fastest, cheapest = self._replay(self.model, epochs, profile_iterations)
+        _, low_fast, low_cheap = self._replay(optimistic or generic_optimistic(self.model), epochs, profile_iterations)
+        extra = {"prior": prior} if allowance is None else {"prior": prior, "allowance": allowance}
+        if self.mode == "deadline":
+            return Feasibility("deadline", float(self.deadline_s), fastest[0], fastest[1], low_fast[1], prof_s,  # type: ignore[arg-type]
+                               **extra)  # fmt: skip
+        return Feasibility("budget", float(self.budget_usd), cheapest[0], cheapest[2], low_cheap[2], prof_usd,  # type: ignore[arg-type]
+                           **extra)  # fmt: skip
+
+    def _replay(
+        self, model: PerformanceModel, epochs: int, profile_iterations: int
+    ) -> tuple[tuple[float, float], tuple[Config, float, float], tuple[Config, float, float]]:
+        """((profiling s, profiling $), fastest (config, s, $), cheapest (config, s, $)) of the whole job
+        predicted by `model` (unfitted), probes included."""
         n = model.samples_per_epoch
-        offset, prof_s, prof_usd, prof_requests, last = 0, 0.0, 0.0, 0, None
+        offset, prof_s, prof_usd, last = 0, 0.0, 0.0, None
         for cfg in self.profile_configs():
             per_iter = cfg.workers * cfg.batch_size
             iterations = min(profile_iterations, (n - offset) // per_iter)
@@ -235,27 +271,16 @@ class BayesianPlanner:
                 continue
             pred = model.predict(cfg, iterations * per_iter, cold=True)
             prof_s, prof_usd = prof_s + pred.time_s, prof_usd + pred.cost_usd
-            prof_requests += model.roles(cfg.workers)
             offset, last = offset + iterations * per_iter, cfg
         remaining = epochs * n - offset
-        request_usd = model.prices.request_usd
-        options: list[tuple[Config, float, float, float]] = []  # (config, time, cost, cost bound)
+        options: list[tuple[Config, float, float]] = []
         for cfg in self.grid() if remaining > 0 else [last or self.grid()[0]]:
-            if remaining > 0:
-                pred = model.predict(cfg, remaining, cold=cfg != last)
-                plans = max(1, math.ceil(remaining / n - 1e-9))
-                time_s, cost, requests = pred.time_s, pred.cost_usd, plans * model.roles(cfg.workers)
-            else:
-                time_s, cost, requests = 0.0, 0.0, 0
-            fees = (prof_requests + requests) * request_usd
-            total_s, total_usd = prof_s + time_s, prof_usd + cost
-            options.append((cfg, total_s, total_usd, fees + (total_usd - fees) / PRIOR_TOLERANCE))
-        if self.mode == "deadline":
-            cfg, best, _, _ = min(options, key=lambda o: (o[1], o[0].workers))
-            return Feasibility("deadline", float(self.deadline_s), cfg, best, best / PRIOR_TOLERANCE, prof_s)  # type: ignore[arg-type]
-        cfg, _, best, _ = min(options, key=lambda o: (o[2], o[0].workers))
-        bound = min(o[3] for o in options)
-        return Feasibility("budget", float(self.budget_usd), cfg, best, bound, prof_usd)  # type: ignore[arg-type]
+            pred = model.predict(cfg, remaining, cold=cfg != last) if remaining > 0 else None
+            time_s, cost = (pred.time_s, pred.cost_usd) if pred else (0.0, 0.0)
+            options.append((cfg, prof_s + time_s, prof_usd + cost))
+        fastest = min(options, key=lambda o: (o[1], o[0].workers))
+        cheapest = min(options, key=lambda o: (o[2], o[0].workers))
+        return (prof_s, prof_usd), fastest, cheapest
 
     def reachability(
         self, *, elapsed_s: float, spent_usd: float, remaining_samples: int, current: Config | None

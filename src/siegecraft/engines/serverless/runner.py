@@ -44,6 +44,7 @@ from siegecraft.engines.serverless.memory_store import MemoryStoreServer
 from siegecraft.engines.serverless.perf_model import PerformanceModel
 from siegecraft.engines.serverless.planner import BayesianPlanner, Feasibility, FixedPlanner
 from siegecraft.engines.serverless.platform import FunctionPlatform, make_platform
+from siegecraft.engines.serverless.platform_profile import PlatformProfile, ProfileError
 from siegecraft.engines.serverless.redis_server import RedisHandle, _is_our_redis, start_redis, stop_redis
 from siegecraft.engines.serverless.report import serverless_figures
 from siegecraft.engines.serverless.specs import Config, JobSpec
@@ -121,7 +122,7 @@ def bayesian_planner(cfg: ServerlessConfig, model: PerformanceModel, seed: int) 
     s = cfg.planner
     return BayesianPlanner(
         s.space(), model, deadline_s=cfg.deadline_s, budget_usd=cfg.budget_usd, trials=s.trials, safety=s.safety,
-        seed=seed,
+        seed=seed, probes=cfg.platform_profile is None,  # a calibrated prior needs no per-job probes
     )  # fmt: skip
 
 
@@ -158,10 +159,30 @@ def check_target(cfg: ServerlessConfig, *, num_params: int, samples: int) -> Fea
         num_params=num_params, samples_per_epoch=samples, prices=cfg.prices, sync=cfg.sync,
         parallel_efficiency=cfg.planner.parallel_efficiency,
     )  # fmt: skip
-    verdict = bayesian_planner(cfg, model, 0).feasibility(epochs=cfg.epochs, profile_iterations=cfg.planner.profile_iterations)
+    profile, calibrated = platform_prior(cfg, num_params), {}
+    if profile is not None:  # the calibrated prior and its measured tolerance instead of the generic 10x
+        model, optimistic = profile.models(model)
+        calibrated = {"optimistic": optimistic, **profile.labels(str(cfg.platform_profile))}
+    verdict = bayesian_planner(cfg, model, 0).feasibility(
+        epochs=cfg.epochs, profile_iterations=cfg.planner.profile_iterations, **calibrated
+    )
     if not verdict.reachable and cfg.on_infeasible == "refuse":
         raise FieldError(("serverless", verdict.key), verdict.target, verdict.explain())
     return verdict
+
+
+def platform_prior(cfg: ServerlessConfig, num_params: int) -> PlatformProfile | None:
+    """`serverless.platform_profile`'s profile, checked against the job's model (its compute times are that
+    model's); None without one. FieldError naming the key when it cannot be used."""
+    try:
+        profile = cfg.platform_prior()
+    except ProfileError as err:
+        raise FieldError(("serverless", "platform_profile"), cfg.platform_profile, str(err)) from None
+    if profile is not None and profile.num_params != num_params:
+        raise FieldError(("serverless", "platform_profile"), cfg.platform_profile,
+                         f"calibrated for a model with {profile.num_params} parameters ({profile.model or 'unnamed'}), "
+                         f"this job's has {num_params}; calibrate this model or remove the key")  # fmt: skip
+    return profile
 
 
 @dataclass
@@ -203,6 +224,7 @@ def train_serverless(
     init = flat_params(net).numpy()
     check_data(cfg, n)
     check_target(cfg, num_params=init.size, samples=n)
+    profile = platform_prior(cfg, init.size)
     lease = provision_store(cfg) if store is None else None
     own_store = store is None
     own_platform = platform is None
@@ -225,6 +247,7 @@ def train_serverless(
             num_params=init.size, samples_per_epoch=n, prices=cfg.prices, sync=cfg.sync,
             parallel_efficiency=cfg.planner.parallel_efficiency,
         )  # fmt: skip
+        perf = profile.models(perf)[0] if profile is not None else perf
         planner = build_planner(cfg, perf, seed)
         state = job.state.runner or loop.new_state()
 

@@ -84,6 +84,31 @@ class GroundTruth:
         )
         return time_s, self.cost(cfg, time_s, plans=plans)
 
+    def expected_schedule(
+        self, probes: list[Config], grid: list[Config], *, epochs: int, profile_iterations: int,
+        decision_s: float = 0.0,
+    ) -> tuple[tuple[Config, float, float], tuple[Config, float, float]]:  # fmt: skip
+        """Noise-free (config, finish s, total $) of the fastest and of the cheapest job the loop can run: the
+        profiling probes as `loop.drive` runs them, then one configuration for every epoch (cold unless it is
+        the last probe's, warm after), `decision_s` per decision. The best any scheduler that profiles can do."""
+        n, offset, prof_s, prof_usd, last = self.samples_per_epoch, 0, 0.0, 0.0, None
+        for cfg in probes:
+            its = min(profile_iterations, (n - offset) // (cfg.workers * cfg.batch_size))
+            if its > 0:
+                t = self.cold_start_s + its * self.expected_iteration_s(cfg)
+                prof_s, prof_usd = prof_s + t, prof_usd + self.cost(cfg, t, plans=1)
+                offset, last = offset + its * cfg.workers * cfg.batch_size, cfg
+        options = []
+        for cfg in grid:
+            per_iter, it_s = cfg.workers * cfg.batch_size, self.expected_iteration_s(cfg)
+            plans = [(self.warm_start_s if cfg == last else self.cold_start_s) + (n - offset) // per_iter * it_s]
+            plans += [self.warm_start_s + n // per_iter * it_s] * (epochs - 1)
+            time_s = prof_s + epochs * decision_s + sum(plans)
+            options.append((cfg, time_s, prof_usd + sum(self.cost(cfg, t, plans=1) for t in plans)))
+        fastest = min(options, key=lambda o: (o[1], o[0].workers))
+        cheapest = min(options, key=lambda o: (o[2], o[0].workers))
+        return fastest, cheapest
+
     def cost(self, cfg: Config, time_s: float, *, plans: int) -> float:
         """Every role bills the whole plan, its start-up included (it runs it); one request per role and plan."""
         roles = self.roles(cfg.workers)

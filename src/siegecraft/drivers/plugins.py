@@ -9,6 +9,7 @@ or publish it in the entry-point group `siegecraft.plugins` of an installed pack
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from collections.abc import Iterable
 from importlib.metadata import entry_points
@@ -27,13 +28,20 @@ BUILTINS = (
     "siegecraft.enclave.federated_bridge",
 )
 
+#: built-ins that need an optional dependency: imported only when it is installed (the Flower bridge
+#: registers `fl.engine = "flower"`; without flwr that value is refused naming fl.engine and the extra)
+OPTIONAL_BUILTINS = {"siegecraft.flower": "flwr"}
+
 _loaded: set[str] = set()
 
 
 def load_builtins() -> None:
-    """Import every built-in engine and add-on (idempotent)."""
+    """Import every built-in engine and add-on, and each optional one whose dependency is installed (idempotent)."""
     for name in BUILTINS:
         importlib.import_module(name)
+    for name, dependency in OPTIONAL_BUILTINS.items():
+        if importlib.util.find_spec(dependency) is not None:
+            importlib.import_module(name)
 
 
 def load_entry_points() -> list[str]:

@@ -155,6 +155,7 @@ class AttackClient(NumPyClient):
 
     def evaluate(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[float, int, dict[str, Scalar]]:
         loss, n, metrics = self.honest.evaluate(parameters, config)
+        metrics = {**metrics, PARTITION_KEY: self.client_id}
         if not config.get(FINAL_KEY):
             return loss, n, metrics
         model = self.ctx.model_factory()

@@ -180,6 +180,8 @@ class SiegecraftStrategy(FedAvg):
             for proxy, res in results
         ])
         self.last_round = info
+        if new is not None:
+            self.global_arrays = new  # the current global model, until the next round's configure_fit
         metrics = scalar_metrics({k: v for k, v in info.items() if k != "clients"})
         return (ndarrays_to_parameters(new) if new is not None else None), metrics
 

@@ -15,6 +15,7 @@ Writes benchmarks/results/flower_bridge.json.
 
     .venv/bin/python benchmarks/flower_bridge.py                      # 3 overhead repeats
     .venv/bin/python benchmarks/flower_bridge.py --repeats 1 --limit 6000   # a quick smoke run
+    .venv/bin/python benchmarks/flower_bridge.py --overhead-limit 10000     # full quickstart; lighter repeats
 """
 
 from __future__ import annotations
@@ -186,6 +187,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3, help="overhead repeats (bridge and plain interleaved)")
     ap.add_argument("--limit", type=int, default=None, help="use only the first N training samples (smoke runs)")
+    ap.add_argument("--overhead-limit", type=int, default=None,
+                    help="training samples for the overhead repeats only (default: --limit)")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds allowed per measurement")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -199,9 +202,10 @@ def main() -> None:
         print(f"quickstart on {engine:10s} {engines[engine]['seconds']:7.1f} s  accuracy "
               f"{engines[engine]['accuracy']:.4f}  hijack_acc {engines[engine]['hijack_acc']}", flush=True)
     runs: dict[str, list[dict[str, Any]]] = {"bridge": [], "plain": []}
+    overhead_limit = args.overhead_limit or args.limit
     for rep in range(args.repeats):
         for system, child in (("bridge", "flower:plain"), ("plain", "plain")):
-            res = run_child(child, args.limit, args.timeout)
+            res = run_child(child, overhead_limit, args.timeout)
             runs[system].append(res)
             print(f"repeat {rep + 1} {system:7s} {res['seconds']:7.1f} s  accuracy {res['accuracy']:.4f}  "
                   f"(load {os.getloadavg()[0]:.1f})", flush=True)
@@ -210,12 +214,14 @@ def main() -> None:
         "accuracy": {k: v["accuracy"] for k, v in engines.items()},
         "hijack_acc": {k: v["hijack_acc"] for k, v in engines.items()},
         "bridge_overhead": median["bridge"] / median["plain"],
+        "pair_ratios": [b["seconds"] / p["seconds"] for b, p in zip(runs["bridge"], runs["plain"])],
         "bridge_overhead_target": 1.10,
         "engine_seconds": {k: v["seconds"] for k, v in engines.items()},
         "overhead_runs": {k: {"median_s": median[k], "runs_s": [r["seconds"] for r in v],
                               "accuracy": [r["accuracy"] for r in v]} for k, v in runs.items()},
-        "workload": {"config": "experiments/quickstart.toml", "train_limit": args.limit, "workers": WORKERS,
-                     "repeats": args.repeats, "overhead_without_attack": True},
+        "workload": {"config": "experiments/quickstart.toml", "train_limit": args.limit,
+                     "overhead_train_limit": overhead_limit, "workers": WORKERS, "repeats": args.repeats,
+                     "overhead_without_attack": True},
         "machine": {"cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }
@@ -223,7 +229,8 @@ def main() -> None:
     OUT.write_text(json.dumps(result, indent=2) + "\n")
     print(f"accuracy siegecraft {result['accuracy']['siegecraft']:.4f} / flower {result['accuracy']['flower']:.4f}; "
           f"hijack_acc siegecraft {result['hijack_acc']['siegecraft']} / flower {result['hijack_acc']['flower']}; "
-          f"bridge / plain Flower = {result['bridge_overhead']:.3f}x (target <= 1.10)")
+          f"bridge / plain Flower = {result['bridge_overhead']:.3f}x (target <= 1.10); per repeat "
+          f"{', '.join(f'{r:.2f}' for r in result['pair_ratios'])}")
     print(f"wrote {OUT}")
 
 

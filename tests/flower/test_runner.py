@@ -16,10 +16,14 @@ import torch
 
 pytest.importorskip("flwr")
 
-from siegecraft.core.config import ConfigError
+from typer.testing import CliRunner
+
+from siegecraft.core.config import ConfigError, to_toml
+from siegecraft.drivers.cli import app
 from siegecraft.drivers.experiment import build_experiment
 from siegecraft.drivers.runner import run_experiment
 from siegecraft.engines.federated.runners import FEDERATED_RUNNERS
+from siegecraft.flower import arrays_of, flat_of
 from siegecraft.flower import clients as flower_clients
 from siegecraft.flower.runner import FlowerFederation, FlowerRunner
 from tests.conftest import tiny_raw
@@ -116,10 +120,17 @@ def test_an_unknown_or_uninstalled_engine_names_fl_engine(monkeypatch: pytest.Mo
 
 
 def test_flat_round_trip_keeps_shapes_and_dtypes() -> None:
-    from siegecraft.flower import arrays_of, flat_of
-
     arrays = [torch.randn(2, 3).numpy(), torch.arange(4, dtype=torch.float64).numpy()]
     back = arrays_of(flat_of(arrays), arrays)
     assert [a.dtype for a in back] == [a.dtype for a in arrays]
     assert all((x == y).all() for x, y in zip(arrays, back))
     assert json.dumps([a.shape for a in back]) == "[[2, 3], [4]]"
+
+
+def test_the_cli_refuses_an_executor_on_flower_with_exit_2_before_any_work(tmp_path: Path) -> None:
+    cfg = tmp_path / "exp.toml"
+    cfg.write_text(to_toml(tiny_raw(fl={"engine": "flower"}, runtime={"executor": "ray"})))
+    res = CliRunner().invoke(app, ["run", str(cfg), "--out", str(tmp_path / "runs")])
+    assert res.exit_code == 2
+    assert "runtime.executor = 'ray'" in res.output and "fl.engine = 'siegecraft'" in res.output
+    assert not (tmp_path / "runs").exists()

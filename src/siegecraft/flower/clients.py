@@ -81,7 +81,8 @@ class AttackClient(NumPyClient):
         self.honest, self.attack, self.client_id, self.ctx, self.state = honest, attack, client_id, ctx, state
         self.options = dict(options or {})
         self.attackers = sorted(attackers) if attackers is not None else [client_id]
-        ATTACKS.get(attack)  # an unknown name fails here, listing the known ones
+        # an unknown name or a bad option fails here, not in a Ray actor rounds later
+        ATTACKS.get(attack).options_model.model_validate(self.options)
 
     # -- the adversary, rebuilt from the node's state in a fresh process ---------------------------
     def _key(self) -> str:

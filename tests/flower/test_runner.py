@@ -19,6 +19,7 @@ pytest.importorskip("flwr")
 from typer.testing import CliRunner
 
 from siegecraft.core.config import ConfigError, to_toml
+from siegecraft.drivers import plugins
 from siegecraft.drivers.cli import app
 from siegecraft.drivers.experiment import build_experiment
 from siegecraft.drivers.runner import run_experiment
@@ -134,3 +135,10 @@ def test_the_cli_refuses_an_executor_on_flower_with_exit_2_before_any_work(tmp_p
     assert res.exit_code == 2
     assert "runtime.executor = 'ray'" in res.output and "fl.engine = 'siegecraft'" in res.output
     assert not (tmp_path / "runs").exists()
+
+
+def test_an_optional_builtin_that_fails_to_import_is_reported_on_its_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(plugins, "OPTIONAL_BUILTINS", {"siegecraft_no_such_bridge": ("json", "nosuch")})
+    monkeypatch.setattr(plugins, "INSTALL_HINTS", {})
+    plugins.load_builtins()  # does not raise: the other commands keep working
+    assert "siegecraft_no_such_bridge failed to import" in plugins.INSTALL_HINTS["nosuch"]

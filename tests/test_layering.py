@@ -15,7 +15,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "siegecraft"
 
 # layer of each top-level unit; a module may import its own unit and any unit of a lower layer
-LAYERS = {"core": 0, "engines": 1, "attacks": 2, "defenses": 2, "enclave": 2, "drivers": 3}
+# flower (the Flower bridge) wraps engines and add-ons, so it sits between the add-ons and the drivers
+LAYERS = {"core": 0, "engines": 1, "attacks": 2, "defenses": 2, "enclave": 2, "flower": 3, "drivers": 4}
 # imports allowed between units of the same layer (engines never import each other)
 SIDEWAYS = {("attacks", "defenses")}
 
@@ -111,6 +112,9 @@ def test_no_package_import_cycles() -> None:
     ("siegecraft.defenses.fltrust", "siegecraft.attacks.poisoning", True),
     ("siegecraft.attacks.poisoning", "siegecraft.engines.federated.extensions", False),
     ("siegecraft.drivers.cli", "siegecraft.core.config", False),
+    ("siegecraft.engines.federated.runners", "siegecraft.flower.runner", True),
+    ("siegecraft.flower.runner", "siegecraft.drivers.plugins", True),
+    ("siegecraft.flower.clients", "siegecraft.attacks.hijackfl.adversary", False),
 ])
 def test_the_check_catches_what_it_should(src: str, dst: str, upward: bool) -> None:
     assert bool(violations([(src, dst, 1)])) is upward

@@ -9,11 +9,13 @@ or publish it in the entry-point group `siegecraft.plugins` of an installed pack
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from collections.abc import Iterable
 from importlib.metadata import entry_points
 
 from siegecraft.core.config import ConfigError
+from siegecraft.engines.federated.runners import INSTALL_HINTS
 
 ENTRY_POINT_GROUP = "siegecraft.plugins"
 
@@ -27,13 +29,26 @@ BUILTINS = (
     "siegecraft.enclave.federated_bridge",
 )
 
+#: built-ins that need an optional dependency: module -> (dependency, the fl.engine it registers). Imported
+#: only when the dependency is installed; without it (or when it fails to import) that engine is refused
+#: naming fl.engine, and every other command keeps working
+OPTIONAL_BUILTINS = {"siegecraft.flower": ("flwr", "flower")}
+
 _loaded: set[str] = set()
 
 
 def load_builtins() -> None:
-    """Import every built-in engine and add-on (idempotent)."""
+    """Import every built-in engine and add-on, and each optional one whose dependency is installed (idempotent)."""
     for name in BUILTINS:
         importlib.import_module(name)
+    for name, (dependency, engine) in OPTIONAL_BUILTINS.items():
+        if name in sys.modules or importlib.util.find_spec(dependency) is None:
+            continue
+        try:
+            importlib.import_module(name)
+        except ImportError as err:  # e.g. another flwr release: say so when the engine is asked for
+            INSTALL_HINTS[engine] = (f"{name} failed to import ({err}); it needs flwr 1.41: "
+                                     "pip install 'siegecraft[flower]'")
 
 
 def load_entry_points() -> list[str]:

@@ -17,6 +17,7 @@ from siegecraft.core.config import ExperimentBase, FieldError, Section, check_op
 from siegecraft.engines.federated.aggregation import AGGREGATORS, is_linear
 from siegecraft.engines.federated.executors.base import EXECUTORS
 from siegecraft.engines.federated.extensions import ATTACKS, Adversary, build_adversary
+from siegecraft.engines.federated.runners import FEDERATED_RUNNERS, unknown_runner_message
 from siegecraft.engines.federated.secure import SECURE_AGGREGATIONS
 from siegecraft.engines.federated.strategy import STRATEGIES
 from siegecraft.engines.federated.wrappers import STRATEGY_DEFENSES, split_defense_options
@@ -41,7 +42,13 @@ class FLConfig(Section):
     server_momentum: float = Field(0.9, ge=0, lt=1)
     eval_every: int = Field(1, ge=1)
     checkpoint_every: int = Field(0, ge=0, description="0 disables checkpoints")
+    engine: str = Field("siegecraft", description="who runs the rounds: 'siegecraft' or a registered bridge ('flower')")
 
+    @model_validator(mode="after")
+    def _engine(self) -> FLConfig:
+        if self.engine != "siegecraft" and self.engine not in FEDERATED_RUNNERS:
+            raise FieldError(("engine",), self.engine, unknown_runner_message(self.engine))
+        return self
 
     @model_validator(mode="after")
     def _sampling(self) -> FLConfig:
@@ -177,4 +184,6 @@ class FederatedExperiment(ExperimentBase):
                              f"client ids must lie in 0..{self.fl.clients - 1} (fl.clients = {self.fl.clients})")
         attack = ATTACKS.get(self.attack.name)
         attack.check(attack.options_model.model_validate(self.attack.options), self)
+        if self.fl.engine in FEDERATED_RUNNERS:  # the built-in 'siegecraft' runner honours every setting
+            FEDERATED_RUNNERS.get(self.fl.engine).check(self)
         return self

@@ -25,6 +25,7 @@ from siegecraft.engines.federated.config import FederatedExperiment
 from siegecraft.engines.federated.defense_setup import configured_aggregator, defend, server_root_split
 from siegecraft.engines.federated.executors.base import build_executor
 from siegecraft.engines.federated.extensions import ATTACKS, Adversary, FederationContext
+from siegecraft.engines.federated.runners import FEDERATED_RUNNERS, FederatedRunner
 from siegecraft.engines.federated.sampling import sample_clients
 from siegecraft.engines.federated.secure import SECURE_AGGREGATIONS
 from siegecraft.engines.federated.strategy import STRATEGIES, Strategy
@@ -180,14 +181,24 @@ class Federation:
         return opts
 
 
+@FEDERATED_RUNNERS.register("siegecraft")
+class SiegecraftRunner(FederatedRunner):
+    """siegecraft's own round loop (`Federation`): every executor, secure aggregation, checkpoints, resume."""
+
+    @classmethod
+    def run(cls, exp: FederatedExperiment, run: RunDir, *, progress: Progress | None = None,
+            resume: bool = False) -> dict[str, Any]:
+        fed = Federation(exp, run, progress)
+        if resume:
+            fed.resume()
+        return fed.run()
+
+
 def run_federated(
     exp: FederatedExperiment, run: RunDir, *, progress: Progress | None = None, resume: bool = False
 ) -> dict[str, Any]:
-    """Topology entry point: run every round and return the summary's `final` metrics."""
-    fed = Federation(exp, run, progress)
-    if resume:
-        fed.resume()
-    return fed.run()
+    """Topology entry point: run every round on the configured `fl.engine`; the summary's `final` metrics."""
+    return FEDERATED_RUNNERS.get(exp.fl.engine).run(exp, run, progress=progress, resume=resume)
 
 
 @TOPOLOGIES.register("federated")

@@ -117,12 +117,14 @@ def platform_of(cal: dict[str, Any]) -> GroundTruth:
 def coefficients_of(truth: GroundTruth) -> tuple[Coefficients, float]:
     """The performance model's coefficients for a simulated platform: compute and thread efficiency as
     calibrated, communication = 6 store round trips + 2 polls + bytes over the link, cold and warm start.
-    It leaves out what the model has no term for: waiting for the slowest worker (so it is optimistic with
-    many workers) and the single worker's 2 fewer round trips and no polling (pessimistic there)."""
+    Waiting for the slowest worker is the straggler term, with the calibrated spread of one worker's gradient
+    time. It leaves out what the model has no term for: the single worker's 2 fewer round trips and no
+    polling (pessimistic there)."""
     coef = Coefficients(
         compute_fixed_s=truth.compute_fixed_s, compute_per_sample_s=truth.compute_per_sample_s,
         comm_fixed_s=6 * truth.request_latency_s + 2 * truth.poll_s, comm_per_byte_s=1 / (truth.network_mb_s * 1e6),
         comm_per_peer_s=0.0, startup_cold_s=truth.cold_start_s, startup_warm_s=truth.warm_start_s, cost_factor=1.0,
+        straggler_cv=truth.noise_cv,
     )  # fmt: skip
     return coef, truth.parallel_efficiency
 

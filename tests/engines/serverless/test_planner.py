@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from siegecraft.engines.serverless import loop
 from siegecraft.engines.serverless.observations import Measurement
-from siegecraft.engines.serverless.perf_model import Coefficients, PerformanceModel
+from siegecraft.engines.serverless.perf_model import Coefficients, PerformanceModel, expected_slowest
 from siegecraft.engines.serverless.planner import BayesianPlanner, SearchSpace
 from siegecraft.engines.serverless.simulated_platform import GroundTruth, SimulatedExecutor
 from siegecraft.engines.serverless.specs import Config
@@ -84,3 +86,34 @@ def test_exactly_one_target_is_required() -> None:
         BayesianPlanner(SPACE, _model())
     with pytest.raises(ValueError):
         BayesianPlanner(SPACE, _model(), deadline_s=1, budget_usd=1)
+
+
+def test_the_straggler_term_matches_the_simulators_wait_for_the_slowest_worker() -> None:
+    """With the simulator's per-worker spread as `straggler_cv`, the model's iteration time at 16 workers is the
+    simulator's expectation up to the request terms it models differently; without it, it is optimistic."""
+    prior = Coefficients(
+        compute_fixed_s=TRUTH.compute_fixed_s, compute_per_sample_s=TRUTH.compute_per_sample_s,
+        comm_fixed_s=6 * TRUTH.request_latency_s + 2 * TRUTH.poll_s, comm_per_byte_s=1 / (TRUTH.network_mb_s * 1e6),
+        comm_per_peer_s=0.0,
+    )  # fmt: skip
+    cfg = Config(16, 1769, 128)
+    plain = PerformanceModel(num_params=TRUTH.num_params, samples_per_epoch=TRUTH.samples_per_epoch, prior=prior,
+                             parallel_efficiency=TRUTH.parallel_efficiency)  # fmt: skip
+    slow = plain.with_prior(replace(prior, straggler_cv=TRUTH.noise_cv), TRUTH.parallel_efficiency)
+    assert expected_slowest(1, 0.3) == 1.0 and expected_slowest(16, 0.0) == 1.0
+    assert 1.0 < expected_slowest(4, 0.1) < expected_slowest(16, 0.1) < expected_slowest(16, 0.3)
+    assert plain.iteration_s(cfg)[0] < 0.9 * TRUTH.expected_iteration_s(cfg)
+    assert slow.iteration_s(cfg)[0] == pytest.approx(TRUTH.expected_iteration_s(cfg), rel=0.02)
+
+
+def test_a_fit_with_the_straggler_term_does_not_count_the_wait_twice() -> None:
+    """Measured communication includes the wait for the slowest worker; the fit gives the modelled part to the
+    straggler term, so predictions for measured and unmeasured worker counts stay close to the simulator."""
+    model = PerformanceModel(num_params=TRUTH.num_params, samples_per_epoch=TRUTH.samples_per_epoch,
+                             prior=Coefficients(straggler_cv=TRUTH.noise_cv))  # fmt: skip
+    sim = SimulatedExecutor(TRUTH, seed=3)
+    measured = [sim.execute(c, epoch=0, epoch_offset=0, iterations=200, phase="profile")
+                for c in (Config(2, 1769, 64), Config(16, 512, 16), Config(1, 3538, 128))]  # fmt: skip
+    model.fit(measured)
+    for cfg in (Config(8, 1769, 64), Config(16, 1769, 128), Config(16, 3538, 128)):  # counted twice: +8-9%
+        assert model.iteration_s(cfg)[0] == pytest.approx(TRUTH.expected_iteration_s(cfg), rel=0.04)

@@ -2,8 +2,13 @@
 
 Per iteration:   t_iter = t_compute + t_comm
     t_compute = (a0 + a1 * batch) / speed(memory)            speed: vCPU share below 1,769 MB, then threads
-    t_comm    = c0 + c1 * critical_bytes(n) + c2 * (n - 1)    store traffic on the critical path, per-peer
+    t_comm    = t_wait + c0 + c1 * critical_bytes(n) + c2 * (n - 1)
+                                                              store traffic on the critical path, per-peer
                                                               latency and waiting for the slowest peer
+    t_wait    = t_compute * (E[max of n worker times] - 1)    the straggler term: one worker's compute time
+                                                              varies with coefficient of variation
+                                                              `straggler_cv` (lognormal), and an iteration
+                                                              waits for the slowest of n (0: no term)
 Per plan:        t_plan = startup (cold if the configuration changed, warm otherwise) + iterations * t_iter
 Cost:            roles * memory/1024 * t_plan * $/GB-s * cost_factor + roles * $/request
 
@@ -17,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
+from functools import cache
 
 import numpy as np
 
@@ -37,6 +43,7 @@ class Coefficients:
     startup_cold_s: float = 2.0
     startup_warm_s: float = 0.3
     cost_factor: float = 1.0
+    straggler_cv: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,17 @@ class Prediction:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@cache
+def expected_slowest(workers: int, cv: float) -> float:
+    """E[max of `workers` lognormal times with mean 1 and coefficient of variation `cv`]: how much longer than
+    the mean worker an iteration waits for its slowest one (Monte Carlo with a fixed seed, so deterministic)."""
+    if cv <= 0 or workers <= 1:
+        return 1.0
+    sigma = math.sqrt(math.log(1 + cv * cv))
+    draws = np.random.default_rng(12345).lognormal(-sigma * sigma / 2, sigma, size=(20000, workers))
+    return float(draws.max(axis=1).mean())
 
 
 def bayes_linear(
@@ -127,11 +145,19 @@ class PerformanceModel:
     def _compute_s(self, cfg: Config, coef: Coefficients) -> float:
         return (coef.compute_fixed_s + coef.compute_per_sample_s * cfg.batch_size) / self.speed(cfg.memory_mb)
 
-    def _comm_s(self, cfg: Config, coef: Coefficients) -> float:
+    def _store_s(self, cfg: Config, coef: Coefficients) -> float:
+        """Store traffic and per-peer latency of one iteration (communication without the straggler wait)."""
         n = cfg.workers
         return (
             coef.comm_fixed_s + coef.comm_per_byte_s * self.critical_bytes(n) + coef.comm_per_peer_s * (n - 1)
         )
+
+    def _wait_s(self, cfg: Config, coef: Coefficients) -> float:
+        """Waiting for the slowest of the n workers beyond the mean worker's compute (the straggler term)."""
+        return self._compute_s(cfg, coef) * (expected_slowest(cfg.workers, coef.straggler_cv) - 1.0)
+
+    def _comm_s(self, cfg: Config, coef: Coefficients) -> float:
+        return self._wait_s(cfg, coef) + self._store_s(cfg, coef)
 
     # -- prediction --------------------------------------------------------------------------------------
     def iteration_s(self, cfg: Config) -> tuple[float, float, float]:
@@ -208,11 +234,14 @@ class PerformanceModel:
         p = self.prior
         weights = np.sqrt([max(m.iterations, 1) for m in usable])
         a = self._fit_compute(usable, weights)
-        # communication: comm = c0 + c1 * bytes + c2 * (n - 1); bytes are scaled to MB for conditioning
+        # communication: comm = wait + c0 + c1 * bytes + c2 * (n - 1); bytes are scaled to MB for conditioning.
+        # The measured comm holds the wait for the slowest worker; the straggler term takes its modelled part
+        # (with the compute just fitted), the per-peer term what remains.
+        fitted = replace(p, compute_fixed_s=float(a[0]), compute_per_sample_s=float(a[1]))
         x = np.array(
             [[1.0, self.critical_bytes(m.config.workers) / 1e6, m.config.workers - 1.0] for m in usable]
         )
-        y = np.array([m.comm_s for m in usable]) * weights
+        y = np.array([max(0.0, m.comm_s - self._wait_s(m.config, fitted)) for m in usable]) * weights
         c = bayes_linear(
             x * weights[:, None], y,
             np.array([p.comm_fixed_s, p.comm_per_byte_s * 1e6, p.comm_per_peer_s]),

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from functools import cache
 
 import numpy as np
 
 from siegecraft.engines.serverless.billing import PriceTable
 from siegecraft.engines.serverless.observations import Measurement
+from siegecraft.engines.serverless.perf_model import expected_slowest
 from siegecraft.engines.serverless.specs import Config
 
 
@@ -74,7 +74,7 @@ class GroundTruth:
 
     def expected_iteration_s(self, cfg: Config) -> float:
         """E[slowest worker's compute] + communication."""
-        return self.compute_s(cfg) * _expected_max_lognormal(cfg.workers, self.noise_cv) + self.comm_s(cfg)
+        return self.compute_s(cfg) * expected_slowest(cfg.workers, self.noise_cv) + self.comm_s(cfg)
 
     def expected_run(self, cfg: Config, samples: int, *, plans: int = 1) -> tuple[float, float]:
         """Noise-free (time, cost) of training `samples` with a fixed `cfg` from a cold start."""
@@ -114,16 +114,6 @@ class GroundTruth:
         roles = self.roles(cfg.workers)
         gb_s = roles * time_s * cfg.memory_mb / 1024.0
         return gb_s * self.prices.gb_second_usd + plans * roles * self.prices.request_usd
-
-
-@cache
-def _expected_max_lognormal(n: int, cv: float) -> float:
-    """E[max of n lognormal variables with mean 1 and coefficient of variation cv] (Monte Carlo, seeded)."""
-    if cv <= 0:
-        return 1.0
-    sigma = math.sqrt(math.log(1 + cv * cv))
-    draws = np.random.default_rng(12345).lognormal(-sigma * sigma / 2, sigma, size=(20000, n))
-    return float(draws.max(axis=1).mean())
 
 
 class SimulatedExecutor:

@@ -209,6 +209,8 @@ def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
                     "speedup": fl["median_s"] / ours[best]["median_s"],
                     "cpu_ratio": fl["median_cpu_s"] / ours[best]["median_cpu_s"]})
         out["accuracy_gap_points"] = 100 * (out["siegecraft_acc"] - out["flower_acc"])
+    if "siegecraft:ray" in per_system and "siegecraft:processes" in per_system:  # issue #22's report key
+        out["ray_vs_processes"] = per_system["siegecraft:ray"]["median_s"] / per_system["siegecraft:processes"]["median_s"]
     out["systems"] = per_system
     return out
 
@@ -247,6 +249,8 @@ def main() -> None:
               f"(acc {result['siegecraft_acc']:.4f}); Flower {result['flower_s']:.1f} s "
               f"(acc {result['flower_acc']:.4f}); speedup {result['speedup']:.2f}x (target >= 2); "
               f"Flower uses {result['cpu_ratio']:.2f}x the CPU seconds")
+    if "ray_vs_processes" in result:
+        print(f"ray / processes: {result['ray_vs_processes']:.2f}x (target <= 1.2)")
     print(f"wrote {OUT}")
 
 

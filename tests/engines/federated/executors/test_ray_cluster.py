@@ -1,6 +1,6 @@
 """The Ray executor joins a cluster it did not start (`address = "auto"`) and leaves it running.
 
-Slow (a Ray head takes seconds to start): run with `pytest -m slow tests/runtime/test_ray_cluster.py`.
+Slow (a Ray head takes seconds to start): run with `pytest -m slow tests/engines/federated/executors/test_ray_cluster.py`.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def _wait_for_port(port: int, timeout_s: float) -> None:
 
 
 @pytest.fixture
-def ray_head() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def ray_head(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A Ray head started the way an operator would (`ray start --head`), stopped afterwards."""
     ray_cli = shutil.which("ray", path=str(Path(sys.executable).parent))
     if ray_cli is None:
@@ -49,6 +49,9 @@ def ray_head() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     if ray.is_initialized():
         ray.shutdown()
     port = _free_port()
+    # Ray >= 2.5x defaults to token auth, whose token a driver started here does not find: a local test
+    # cluster runs without it (head and driver alike; set before Popen, which inherits the environment)
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     head = subprocess.Popen(
         [ray_cli, "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
          "--disable-usage-stats"],

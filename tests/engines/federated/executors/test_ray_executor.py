@@ -52,3 +52,25 @@ def test_ray_actors_return_ordered_updates_and_are_released(tmp_path: Path, ray_
     finally:
         ex.close()
     assert not ex.actors and not ex.owns_ray and ray.is_initialized()
+
+
+def test_an_actor_killed_mid_round_has_its_client_retried_with_the_same_update(
+    tmp_path: Path, ray_instance: None
+) -> None:
+    fed = Federation(build_experiment(tiny_raw(fl={"clients": 5})), RunDir.create(tmp_path, "fed"))
+    ex = RayExecutor(workers=1, retries=1)
+    ex.start(fed.trainer)
+    ex.on_dispatch = lambda e: ray.kill(e.actors[0]) if e.restarts == 0 else None  # kill the busy actor once
+    w = fed.global_weights
+    try:
+        got = ex.run(1, w, [3, 1])
+        assert ex.restarts == 1
+        ex.on_dispatch = lambda e: ray.kill(e.actors[0])  # now every actor dies: retries run out
+        with pytest.raises(RuntimeError, match=r"client 3 lost its actor 2 times in round 2.*retries = 1"):
+            ex.run(2, w, [3])
+    finally:
+        ex.close()
+    assert [u.client_id for u in got] == [3, 1]
+    for u in got:  # the same updates as a fault-free inline run with the same seed
+        expected = fed.trainer.train(u.client_id, 1, w)
+        assert torch.equal(u.update, expected.update) and u.num_samples == expected.num_samples

@@ -5,11 +5,16 @@ without copying; each round the global weights are put there once and every task
 run `ClientTrainer.train`, so updates match inline for the same seed. `address=None` starts a private
 local Ray instance (never someone else's); "auto" or "host:port" / "ray://host:port" joins a cluster,
 whose nodes need siegecraft installed.
+
+Fault tolerance: an actor that dies (killed, its node lost) has its client retried on a new actor, at
+most `retries` times per client; the update is the same as a fault-free run's. A client that raises
+is a bug, not a fault: its `RayTaskError`, with the remote traceback, fails the run at once.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -80,13 +85,18 @@ def dataset_payload(ds: ImageDataset) -> dict[str, Any]:
 class RayExecutor(Executor):
     """`workers` Ray actors (1 CPU each), fed one client at a time so uneven clients balance out."""
 
-    def __init__(self, workers: int = 2, address: str | None = None) -> None:
+    def __init__(self, workers: int = 2, address: str | None = None, *, retries: int = 2) -> None:
         if workers < 1:
             raise ValueError(f"ray executor: workers must be >= 1, got {workers}")
+        if retries < 0:
+            raise ValueError(f"ray executor: retries must be >= 0, got {retries}")
         self.workers = workers
         self.address = address
+        self.retries = retries
         self.actors: list[Any] = []
         self.owns_ray = False
+        self.restarts = 0  # actors started to replace dead ones, over the whole run
+        self.on_dispatch: Callable[[RayExecutor], None] | None = None  # test hook: after clients go out
 
     def start(self, trainer: ClientTrainer) -> None:
         super().start(trainer)
@@ -94,29 +104,48 @@ class RayExecutor(Executor):
         self.owns_ray = connect_ray(self.address, num_cpus=self.workers)
         data = ray.put(dataset_payload(trainer.train_set))
         parts = ray.put(trainer.partitions)
-        actor_cls = ray.remote(num_cpus=1)(TrainerActor)
-        self.actors = [
-            actor_cls.remote(trainer.model, data, parts, trainer.train_cfg, trainer.seed) for _ in range(self.workers)
-        ]
+        self._actor_cls = ray.remote(num_cpus=1)(TrainerActor)
+        self._actor_args = (trainer.model, data, parts, trainer.train_cfg, trainer.seed)
+        self.actors = [self._actor_cls.remote(*self._actor_args) for _ in range(self.workers)]
 
     def run(self, rnd: int, global_weights: torch.Tensor, clients: list[int]) -> list[ClientUpdate]:
         if not self.actors:
             raise RuntimeError("ray executor: call start(trainer) before run()")
         ray = import_ray()
         weights = ray.put(global_weights.numpy())
-        todo, idle = list(clients), list(self.actors)
-        pending: dict[Any, Any] = {}
+        todo, idle = list(clients), list(range(len(self.actors)))
+        lost = dict.fromkeys(clients, 0)
+        pending: dict[Any, tuple[int, int]] = {}  # task -> (actor slot, client)
         by_id: dict[int, ClientUpdate] = {}
         while todo or pending:
+            sent = bool(todo and idle)
             while todo and idle:
-                actor = idle.pop()
-                pending[actor.train.remote(rnd, todo.pop(0), weights)] = actor
+                slot, client = idle.pop(), todo.pop(0)
+                pending[self.actors[slot].train.remote(rnd, client, weights)] = (slot, client)
+            if sent and self.on_dispatch is not None:
+                self.on_dispatch(self)
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
-                idle.append(pending.pop(ref))
-                client_id, update, num_samples, metrics = ray.get(ref)
-                by_id[client_id] = ClientUpdate(client_id, torch.from_numpy(update.copy()), num_samples, metrics)
+                slot, client = pending.pop(ref)
+                try:
+                    client_id, update, num_samples, metrics = ray.get(ref)
+                except ray.exceptions.RayActorError as err:  # the actor died; a RayTaskError (a bug) propagates
+                    self._replace(slot, client, rnd, lost, err)
+                    todo.insert(0, client)
+                else:
+                    by_id[client_id] = ClientUpdate(client_id, torch.from_numpy(update.copy()), num_samples, metrics)
+                idle.append(slot)
         return [by_id[c] for c in clients]
+
+    def _replace(self, slot: int, client: int, rnd: int, lost: dict[int, int], err: Exception) -> None:
+        """Start a new actor in `slot`, or fail once `client` has used its retries."""
+        lost[client] += 1
+        if lost[client] > self.retries:
+            raise RuntimeError(
+                f"ray executor: client {client} lost its actor {lost[client]} times in round {rnd}; giving up "
+                f"after retries = {self.retries} (last: {type(err).__name__})") from err
+        self.actors[slot] = self._actor_cls.remote(*self._actor_args)
+        self.restarts += 1
 
     def close(self) -> None:
         """Kill our actors; shut Ray down only if this executor started it."""

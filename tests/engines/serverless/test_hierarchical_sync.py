@@ -15,8 +15,6 @@ from siegecraft.engines.serverless.emulated import EmulatedPlatform
 from siegecraft.engines.serverless.job import TrainingJob
 from siegecraft.engines.serverless.layout import Hierarchy, auto_group_size, shard_bounds
 from siegecraft.engines.serverless.memory_store import MemoryStoreServer
-from siegecraft.engines.serverless.redis_server import RedisHandle
-from siegecraft.engines.serverless.runner import train_serverless
 from siegecraft.engines.serverless.specs import Config, JobSpec, PlanSpec
 from siegecraft.engines.serverless.store import connect
 
@@ -110,28 +108,7 @@ def test_killing_ten_percent_of_invocations_gives_the_fault_free_weights(platfor
     assert np.array_equal(weights, clean)
 
 
-def test_a_driver_that_dies_after_an_epoch_is_resumed_from_redis(
-    platform: EmulatedPlatform, redis_server: RedisHandle
-) -> None:
-    data = tiny_data(n=256)
-    cfg = ServerlessConfig(sync="hierarchical", workers=4, memory_mb=1024, batch_size=16, epochs=2, lr=0.1)
-    kw = {"model_options": OPTIONS, "platform": platform}
-    with connect(redis_server.spec) as store:
-        reference = train_serverless(cfg, data, job_id="h-ref", store=store, **kw)  # type: ignore[arg-type]
-
-        class DriverKilled(RuntimeError):
-            pass
-
-        def die_after_first_epoch(record: dict) -> None:
-            if record["phase"] == "train" and record["epoch"] == 0:
-                raise DriverKilled
-
-        with pytest.raises(DriverKilled):
-            train_serverless(cfg, data, job_id="h-crash", store=store, on_record=die_after_first_epoch, **kw)  # type: ignore[arg-type]
-        resumed = train_serverless(cfg, data, job_id="h-crash", store=store, **kw)  # type: ignore[arg-type]
-        assert store.scan("h-crash/") == []
-    assert np.array_equal(resumed.weights, reference.weights)
-    assert [r["epoch"] for r in resumed.records] == [0, 1]
+# a driver that dies after an epoch and is resumed: tests/engines/serverless/test_training_job.py (both syncs)
 
 
 def _synthetic_job(store, server, platform: EmulatedPlatform, sync: str) -> TrainingJob:  # type: ignore[no-untyped-def]

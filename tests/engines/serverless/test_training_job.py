@@ -106,11 +106,12 @@ def test_workers_checkpoint_before_their_time_limit_and_are_invoked_again(platfo
     assert np.array_equal(weights, clean)
 
 
+@pytest.mark.parametrize(("sync", "workers"), [("scatter_reduce", 2), ("hierarchical", 4)])
 def test_a_driver_that_dies_after_an_epoch_is_resumed_from_redis(
-    platform: EmulatedPlatform, redis_server: RedisHandle
+    platform: EmulatedPlatform, redis_server: RedisHandle, sync: str, workers: int
 ) -> None:
-    data = tiny_data(n=192)
-    cfg = ServerlessConfig(workers=2, memory_mb=1024, batch_size=16, epochs=3, lr=0.1)
+    data = tiny_data(n=64 * workers)
+    cfg = ServerlessConfig(sync=sync, workers=workers, memory_mb=1024, batch_size=16, epochs=3, lr=0.1)
     kw = {"model_options": OPTIONS, "platform": platform}
 
     with connect(redis_server.spec) as store:

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from siegecraft.core.config import to_toml
 from siegecraft.drivers.cli import app
 from tests.conftest import tiny_raw
+from tests.drivers.test_user_errors import serverless_raw
 
 runner = CliRunner()
 
@@ -75,3 +76,16 @@ def test_serverless_redis_start_and_stop() -> None:
     assert res.exit_code == 0 and "stopped" in res.output, res.output
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_a_memory_tier_too_small_is_one_line_naming_the_key_and_exit_2(tmp_path: Path) -> None:
+    """A run-time failure that a setting fixes (the torch worker cannot fit 128 MB) is reported like a config
+    error: one line on stderr naming the key to change, exit 2, no traceback."""
+    raw = serverless_raw()
+    raw["serverless"]["memory_mb"] = 128
+    res = runner.invoke(app, ["run", str(_write(tmp_path, raw)), "--out", str(tmp_path / "runs"), "--quiet"])
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("error:") and "out of memory" in lines[0] and "serverless.memory_mb" in lines[0]
+    assert "Traceback" not in res.output

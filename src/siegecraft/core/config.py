@@ -29,6 +29,14 @@ class ConfigError(ValueError):
     """A mistake a user made in a config or on the command line; the message is one line."""
 
 
+class RunFailed(RuntimeError):
+    """A run stopped by a failure the user can act on (a function memory tier too small, retries used up).
+
+    Unlike ConfigError it is raised after work began (the run directory keeps what was done); the CLI
+    still prints it as one line and exits 2, because the fix is a setting, not a bug report.
+    """
+
+
 class FieldError(ValueError):
     """A cross-field problem raised inside a validator, located by `path` relative to that validator's model.
 

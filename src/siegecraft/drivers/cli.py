@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from siegecraft.core.config import ConfigError
+from siegecraft.core.config import ConfigError, RunFailed
 from siegecraft.core.data.datasets import load_dataset
 from siegecraft.core.data.fetch import dataset_status, fetch
 from siegecraft.core.data.partition import class_counts, format_class_counts, partition
@@ -39,7 +39,8 @@ PluginOpt = Annotated[
 
 EXIT_STOPPED = 3
 """`siegecraft run` exit status when the run stopped itself early because its target was out of reach (the
-run directory, summary and report are complete); 2 is a user error refused before any work, 1 a crash."""
+run directory, summary and report are complete); 2 is a user error: refused before any work, or (`RunFailed`)
+a run-time failure that a setting fixes, such as a memory tier too small; 1 a crash."""
 
 
 def _fail(msg: str) -> None:
@@ -91,7 +92,7 @@ def run(
         else:
             with RichProgress(exp.name) as bar:
                 run_dir = run_experiment(exp, out_root=out, resume=resume, progress=bar)
-    except ConfigError as err:
+    except (ConfigError, RunFailed) as err:
         _fail(str(err))
     summary = run_dir.read_summary()
     console.print(summary_table(summary))

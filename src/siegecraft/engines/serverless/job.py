@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from siegecraft.core.config import RunFailed
 from siegecraft.core.models import build_model, load_flat_params
 from siegecraft.engines.serverless import data_blob
 from siegecraft.engines.serverless.billing import BillingRecord, CostLedger
@@ -35,8 +36,8 @@ log = logging.getLogger(__name__)
 DETERMINISTIC_KINDS = ("memory",)
 
 
-class JobFailed(RuntimeError):
-    """A plan could not finish within its retry allowance."""
+class JobFailed(RunFailed):
+    """A plan could not finish within its retry allowance (the message is one line)."""
 
 
 @dataclass
@@ -240,7 +241,8 @@ class TrainingJob:
                                 other.cancel()
                             raise JobFailed(
                                 f"plan {plan.name} role {role}: {why}; not retried: a deterministic failure "
-                                f"({deterministic[role]} attempts at {plan.config.memory_mb} MB failed alike)"
+                                f"({deterministic[role]} attempts at {plan.config.memory_mb} MB failed alike); give the functions "
+                                f"more memory (serverless.memory_mb, or the tiers in serverless.planner.memory_mb)"
                             )
                 retries += 1
                 log.info("plan %s role %d: %s; invoking again (%d)", plan.name, role, why, retries)

@@ -15,6 +15,10 @@ the run fails at once with the worker's traceback.
 
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
+import sys
 import traceback
 from collections import deque
 from collections.abc import Callable
@@ -30,11 +34,35 @@ from siegecraft.core.models import flat_params
 from siegecraft.engines.federated.client import ClientTrainer, ClientUpdate
 from siegecraft.engines.federated.executors.base import EXECUTORS, Executor
 
+PARENT_CHECK_S = 0.5  # how often an idle worker checks that its parent still lives
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (prctl PR_SET_PDEATHSIG); elsewhere a no-op."""
+    if sys.platform != "linux":
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+
 
 def _worker_loop(trainer: ClientTrainer, weights: torch.Tensor, conn: Any) -> None:
-    """Train the clients named on `conn` against the shared `weights`; reply ("ok" | "error", ...) on it."""
+    """Train the clients named on `conn` against the shared `weights`; reply ("ok" | "error", ...) on it.
+
+    Exits when the parent is gone (SIGKILLed server): a forked worker holds inherited copies of the parent's
+    pipe ends, so it would never see EOF; it checks every PARENT_CHECK_S whether it has been re-parented, and
+    on Linux the kernel also kills it then (a worker blocked sending a large update never gets to check).
+    """
     torch.set_num_threads(1)
+    parent = os.getppid()
+    _die_with_parent()
     while True:
+        if not conn.poll(PARENT_CHECK_S):
+            if os.getppid() != parent:
+                return
+            continue
         task = conn.recv()
         if task is None:
             return

@@ -74,6 +74,10 @@ class TrainerActor:
         upd = self.trainer.train(client_id, rnd, _tensor(weights))
         return client_id, upd.update.numpy(), upd.num_samples, upd.metrics
 
+    def node_id(self) -> str:
+        """The Ray node this actor runs on (hex id), so a caller can see where its clients trained."""
+        return import_ray().get_runtime_context().get_node_id()
+
 
 def dataset_payload(ds: ImageDataset) -> dict[str, Any]:
     """The training set as numpy arrays (zero-copy in Ray's object store) plus its metadata."""

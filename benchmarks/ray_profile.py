@@ -1,6 +1,6 @@
 """Where the `ray` executor's time goes on vs_flower.py's workload, against `processes` (one run each).
 
-Wraps each executor's start / run / close with timers and prints, before close, the CPU seconds of
+Wraps each executor's prepare / start / run / close with timers and prints, before close, the CPU seconds of
 every process in the tree (driver, workers or actors, Ray's helper processes). Not a benchmark of
 record: single runs, for the breakdown in docs/scale_out.md.
 
@@ -38,7 +38,13 @@ def tree_cpu() -> dict[int, tuple[str, float]]:
 
 
 def instrument(cls: type, t0: list[float]) -> None:
-    start, run, close = cls.start, cls.run, cls.close
+    prepare, start, run, close = cls.prepare, cls.start, cls.run, cls.close
+
+    def timed_prepare(self: Any) -> None:  # runs while the engine loads the data on another thread
+        TIMES["before_prepare_s"] = time.perf_counter() - t0[0]
+        t = time.perf_counter()
+        prepare(self)
+        TIMES["prepare_s"] = time.perf_counter() - t
 
     def timed_start(self: Any, trainer: Any) -> None:
         TIMES["before_start_s"] = time.perf_counter() - t0[0]
@@ -61,7 +67,7 @@ def instrument(cls: type, t0: list[float]) -> None:
         close(self)
         TIMES.setdefault("close_s", time.perf_counter() - t)
 
-    cls.start, cls.run, cls.close = timed_start, timed_run, timed_close
+    cls.prepare, cls.start, cls.run, cls.close = timed_prepare, timed_start, timed_run, timed_close
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ is applied. Both paths log one metrics record per round to the run directory.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -19,11 +20,11 @@ from siegecraft.core.models import flat_params, load_flat_params
 from siegecraft.core.results.rundir import RunDir, Stopwatch
 from siegecraft.core.topology import TOPOLOGIES, Progress, Topology
 from siegecraft.core.training import evaluate
-from siegecraft.core.workload import build_workload
+from siegecraft.core.workload import Workload, build_workload
 from siegecraft.engines.federated.client import ClientTrainer, ClientUpdate
 from siegecraft.engines.federated.config import FederatedExperiment
 from siegecraft.engines.federated.defense_setup import configured_aggregator, defend, server_root_split
-from siegecraft.engines.federated.executors.base import build_executor
+from siegecraft.engines.federated.executors.base import Executor, build_executor
 from siegecraft.engines.federated.extensions import ATTACKS, Adversary, FederationContext
 from siegecraft.engines.federated.runners import FEDERATED_RUNNERS, FederatedRunner
 from siegecraft.engines.federated.sampling import sample_clients
@@ -60,7 +61,12 @@ class Federation:
     def __init__(self, exp: FederatedExperiment, run: RunDir, progress: Progress | None = None) -> None:
         self.exp, self.run_dir = exp, run
         self.progress = progress or (lambda **_: None)
-        self.work = build_workload(exp)
+        self.executor = build_executor(exp.runtime.executor, **self._executor_options())
+        try:
+            self.work = self._load_workload()
+        except BaseException:
+            self.executor.close()
+            raise
         self.root_data: ImageDataset | None = None
         if exp.defense.names:  # a server root dataset (FLTrust) is withheld from the clients
             self.work.train, self.root_data = server_root_split(self.work.train, exp)
@@ -78,6 +84,18 @@ class Federation:
         )
         self.start_round = 1
         self.secure = None
+
+    def _load_workload(self) -> Workload:
+        """The workload; an executor with slow warm-up (Ray) prepares meanwhile, the data loading on a thread."""
+        if not self.executor.prepares:
+            return build_workload(self.exp)
+        with ThreadPoolExecutor(1, thread_name_prefix="siegecraft-load") as pool:
+            loading = pool.submit(build_workload, self.exp)
+            try:
+                self.executor.prepare()  # on this thread: Ray's driver calls must stay on one thread
+            finally:
+                work = loading.result()
+        return work
 
     def _defense_context(self) -> DefenseContext:
         if self.root_data is None:
@@ -134,12 +152,12 @@ class Federation:
 
     def run(self) -> dict[str, Any]:
         exp = self.exp
-        executor = build_executor(exp.runtime.executor, **self._executor_options())
-        executor.start(self.trainer)
-        self.adversary.setup(self.ctx)
-        self.secure = SECURE_AGGREGATIONS.get(exp.secure.aggregation).open(exp, self.partitions)
+        executor: Executor = self.executor
         last_eval: dict[str, Any] = {}
         try:
+            executor.start(self.trainer)
+            self.adversary.setup(self.ctx)
+            self.secure = SECURE_AGGREGATIONS.get(exp.secure.aggregation).open(exp, self.partitions)
             for rnd in range(self.start_round, exp.fl.rounds + 1):
                 clock = Stopwatch()
                 clients = sample_clients(rnd, exp.fl.clients, exp.fl.per_round(), method=exp.fl.sampling, seed=exp.seed)

@@ -7,7 +7,7 @@ inline for the same seed, because the seed of a client's training is fixed by (s
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
@@ -18,7 +18,18 @@ if TYPE_CHECKING:
 
 
 class Executor(ABC):
-    """Runs benign client training for a round."""
+    """Runs benign client training for a round.
+
+    Life cycle: `prepare()` (optional warm-up), `start(trainer)`, `run(...)` per round, `close()`.
+    """
+
+    #: True when `prepare()` does slow work worth overlapping with loading the workload (the engine
+    #: then loads the data on another thread while `prepare()` runs on the calling one).
+    prepares: ClassVar[bool] = False
+
+    def prepare(self) -> None:
+        """Warm up before the workload exists (e.g. start a cluster and its workers); called at most once,
+        before `start`. `close()` must release whatever it started, even if `start` is never called."""
 
     def start(self, trainer: ClientTrainer) -> None:
         """Called once with the trainer whose data and model spec the workers should hold."""

@@ -173,7 +173,7 @@ class NetListener:
 
     def _admit(self, sock: socket.socket, peer: Any) -> None:
         try:
-            role, ticket = read_hello(sock)
+            role, ticket = read_hello(sock, HELLO_TIMEOUT_S)
             why = self.tickets.redeem(role, ticket)
             if why is not None:
                 raise AdmissionError(why)

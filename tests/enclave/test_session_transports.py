@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import socket
 import struct
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from siegecraft.enclave import CitadelSession, shm
+from siegecraft.enclave.net import AdmissionError
 from siegecraft.enclave.wire import frame_header
 
 from .round_oracle import mean_problem, wait_until
@@ -101,18 +101,21 @@ def test_the_host_kills_and_starves_parties_over_the_network(transport: str) -> 
         assert result.dropped == [3]
         assert mean_problem(cfg, 1, result.mean, result.survivors, [0, 1, 2], result.num_samples) is None
         session.suspend_party(2)
-        start = time.monotonic()
         result = session.run_round(2, global_weights(2), [0, 1, 2])
-        assert result.dropped == [2] and time.monotonic() - start >= 3.0 * 0.9
+        assert result.dropped == [2]
         assert mean_problem(cfg, 2, result.mean, result.survivors, [0, 1], result.num_samples) is None
         session.resume_party(2)
 
 
-def test_the_network_transport_rejects_a_bad_listen_host() -> None:
-    with pytest.raises(ValueError, match="transport must be one of"):
+def test_a_bad_transport_or_listen_host_is_refused_naming_the_key() -> None:
+    with pytest.raises(ValueError, match="transport must be one of .*got 'udp'"):
         config(2, transport="udp")
-    with pytest.raises(OSError):
-        CitadelSession(config(2, transport="tcp", listen_host="192.0.2.254", start_timeout_s=5.0)).start()
+    with pytest.raises(ValueError, match="listen_host must be"):
+        config(2, transport="tcp", listen_host="")
+    session = CitadelSession(config(2, transport="tcp", listen_host="203.0.113.254", start_timeout_s=5.0))
+    with pytest.raises(AdmissionError, match="listen_host='203.0.113.254'"):  # TEST-NET-3: not this machine's
+        session.start()
+    assert not session.processes
 
 
 def test_every_role_process_and_the_listener_are_gone_after_close_over_tcp() -> None:

@@ -138,7 +138,10 @@ class NetListener:
         self._admitted: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._sock = socket.create_server((host, port), reuse_port=False)
+        try:
+            self._sock = socket.create_server((host, port))
+        except OSError as exc:
+            raise AdmissionError(f"listen_host={host!r}: the relay cannot listen on {host}:{port} ({exc})") from None
         self._sock.settimeout(ACCEPT_POLL_S)
         self.host, self.port = self._sock.getsockname()[:2]
         self._thread = threading.Thread(target=self._accept_loop, name="relay-listener", daemon=True)

@@ -133,11 +133,13 @@ class RayEnclaveProcess:
 
     def release(self, grace_s: float) -> None:
         """Stop the role process, then the actor."""
-        try:
-            self.ray.get(self.actor.stop.remote(grace_s), timeout=grace_s + CALL_TIMEOUT_S)
-        except self.ray.exceptions.RayError:
-            pass
-        self._last = (False, self._last[1] if self._last[0] is False else None)
+        code = self._last[1]
+        if self._last[0]:
+            try:
+                code = self.ray.get(self.actor.stop.remote(grace_s), timeout=grace_s + CALL_TIMEOUT_S)
+            except self.ray.exceptions.RayError:
+                code = -signal.SIGKILL
+        self._last = (False, code)
         self.ray.kill(self.actor)
 
 

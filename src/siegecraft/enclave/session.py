@@ -132,6 +132,8 @@ class SessionConfig:
             raise ValueError(f"attestation must be one of {backend_names()}, got {self.attestation!r}")
         if self.transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {TRANSPORTS}, got {self.transport!r}")
+        if not isinstance(self.listen_host, str) or not self.listen_host:
+            raise ValueError(f"listen_host must be a host name or address, got {self.listen_host!r}")
         if self.min_svn < 0:
             raise ValueError(f"min_svn must be >= 0, got {self.min_svn}")
         for party in self.parties:

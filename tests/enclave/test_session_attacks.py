@@ -14,12 +14,14 @@ from siegecraft.enclave.measurement import measure
 from siegecraft.enclave.wire import Envelope
 
 from .synthetic import config, global_weights, mean_error_bound, plaintext_mean, read_audit, swap_public_key
+from .transports import ray_instance, transport  # noqa: F401 - fixtures: every test runs over shm, tcp and ray
 
 
-def test_enclave_with_altered_code_gets_no_keys() -> None:
+def test_enclave_with_altered_code_gets_no_keys(transport: str) -> None:  # noqa: F811
     """The host loads extra code into te-1: the platform measures what it loads, so te-1's quote carries
     a measurement nobody allow-listed (the host cannot choose the measurement a quote says)."""
-    cfg = config(2, code_overrides={"te-1": ["siegecraft.enclave.synthetic_workload"]}, start_timeout_s=20.0)
+    cfg = config(2, code_overrides={"te-1": ["siegecraft.enclave.synthetic_workload"]}, start_timeout_s=20.0,
+                 transport=transport)
     session = CitadelSession(cfg)
     with pytest.raises(AttestationError, match="te-1.*not in the allow-list"):
         session.start()
@@ -29,14 +31,14 @@ def test_enclave_with_altered_code_gets_no_keys() -> None:
     assert measure("training", session.role_configs()["te-1"][1], ("siegecraft.enclave.synthetic_workload",)) != honest
 
 
-def test_swapped_key_in_the_hello_is_caught_by_key_binding() -> None:
+def test_swapped_key_in_the_hello_is_caught_by_key_binding(transport: str) -> None:  # noqa: F811
     swap_key = swap_public_key("HELLO", "te-0", public_bytes(X25519PrivateKey.generate()))
-    session = CitadelSession(config(2, start_timeout_s=20.0), tamper=swap_key)
+    session = CitadelSession(config(2, start_timeout_s=20.0, transport=transport), tamper=swap_key)
     with pytest.raises(AttestationError, match="key binding failed for 'te-0'"):
         session.start()
 
 
-def test_replayed_messages_are_dropped_and_tampering_aborts_the_round(tmp_path: Path) -> None:
+def test_replayed_messages_are_dropped_and_tampering_aborts_the_round(tmp_path: Path, transport: str) -> None:  # noqa: F811
     """Rounds 1-2: the host replays messages (dropped, rounds stay correct); round 3: it flips one bit."""
     replayed: list[str] = []
     tampered: list[str] = []
@@ -54,7 +56,7 @@ def test_replayed_messages_are_dropped_and_tampering_aborts_the_round(tmp_path: 
         return [data]
 
     attack_round = [0]
-    cfg = config(3, audit_dir=str(tmp_path), round_timeout_s=5.0)
+    cfg = config(3, audit_dir=str(tmp_path), round_timeout_s=5.0, transport=transport)
     with CitadelSession(cfg, tamper=hostile) as s:
         for rnd in (1, 2):
             attack_round[0] = rnd

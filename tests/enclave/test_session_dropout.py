@@ -16,6 +16,7 @@ import pytest
 from siegecraft.enclave import CitadelSession, RoundAbortedError
 
 from .synthetic import config, global_weights, mean_error_bound, plaintext_mean
+from .transports import ray_instance, transport  # noqa: F401 - fixtures
 
 TIMEOUT_S = 3.0
 
@@ -76,9 +77,9 @@ def test_remask_rounds(remask_session: CitadelSession) -> None:
         s.run_round(7, global_weights(7), [0, 17])
 
 
-def test_abort_policy_fails_the_round_cleanly() -> None:
+def test_abort_policy_fails_the_round_cleanly(transport: str) -> None:  # noqa: F811 - over shm, tcp and ray
     faults = {1: {"crash": {"round": 2, "stage": "train"}}, 2: {"crash": {"round": 3, "stage": "mask"}}}
-    cfg = config(4, faults=faults, on_dropout="abort", round_timeout_s=TIMEOUT_S)
+    cfg = config(4, faults=faults, on_dropout="abort", round_timeout_s=TIMEOUT_S, transport=transport)
     with CitadelSession(cfg) as s:
         check_mean(cfg, s.run_round(1, global_weights(1), [0, 1, 2, 3]), [0, 1, 2, 3], 1)
         with pytest.raises(RoundAbortedError, match="on_dropout='abort'.*client 1") as info:

@@ -48,12 +48,14 @@ from siegecraft.enclave.launcher import (
 )
 from siegecraft.enclave.measurement import SECURITY_VERSION, measure
 from siegecraft.enclave.quoting import EnclavePlatform, PipeQuoter, decode_request
+from siegecraft.enclave.ray_placement import RayEnclaveProcess, RayPlacement
 from siegecraft.enclave.roles.process import role_main
 
 BACKEND = MockQuoteChecker.name
 MAX_CONTROL_BYTES = 64 * 1024 * 1024
 REPLY_MARGIN_S = 10.0
 STOP_GRACE_S = 3.0
+RAY_WAIT_POLL_S = 0.1
 
 
 class MockQuoteSigner:
@@ -81,7 +83,7 @@ class LaunchedEnclave:
     """One enclave the authority started: its process, its quoting line and what it measured."""
 
     request: LaunchRequest
-    process: BaseProcess
+    process: BaseProcess | RayEnclaveProcess
     measurement: bytes
 
 
@@ -97,6 +99,8 @@ class AuthorityServer:
         self.sentinels: dict[int, str] = {}
         self.pending_wait: tuple[list[str], float] | None = None
         self.done = False
+        #: roles launched on a Ray cluster (ray_placement.py) have no local sentinel: waits poll them
+        self.ray = RayPlacement()
 
     # -- loop ------------------------------------------------------------------------------
     def serve(self) -> None:
@@ -108,6 +112,8 @@ class AuthorityServer:
                     watch.append(self.control)  # one control request at a time
                 else:
                     timeout = max(0.0, self.pending_wait[1] - time.monotonic())
+                    if any(isinstance(e.process, RayEnclaveProcess) for e in self.enclaves.values()):
+                        timeout = min(timeout, RAY_WAIT_POLL_S)
                 for ready in wait(watch, timeout):
                     if ready is self.control:
                         self._on_control()
@@ -182,12 +188,18 @@ class AuthorityServer:
         if request.role in self.enclaves:
             raise PlatformError(f"role {request.role!r} was already launched")
         measurement = measure(request.kind, request.config, request.extra_modules)  # the authority's own count
+        placement = request.options.get("placement")
+        if placement and placement.get("kind") == "ray":
+            self._launch_on_ray(request, measurement, placement)
+            return
+        network = bool(request.options.get("net"))  # the role connects to the relay itself (net.py)
         relay_end, enclave_end = self.ctx.Pipe()
         quote_line, quoter_end = self.ctx.Pipe()
         platform = EnclavePlatform(BACKEND, measurement, self.signer.public_key, PipeQuoter(quoter_end),
                                    SECURITY_VERSION, request.debug)
         process = self.ctx.Process(target=role_main, name=f"citadel-{request.role}", daemon=True,
-                                   args=(request.kind, request.role, request.config, enclave_end, platform,
+                                   args=(request.kind, request.role, request.config,
+                                         None if network else enclave_end, platform,
                                          request.options, request.extra_modules))
         try:
             process.start()
@@ -201,13 +213,26 @@ class AuthorityServer:
         self.enclaves[request.role] = LaunchedEnclave(request, process, measurement)
         self.quote_lines[quote_line] = request.role
         self.sentinels[process.sentinel] = request.role
-        self._reply({"ok": True, "pid": process.pid, "measurement": measurement.hex()})
+        self._reply({"ok": True, "pid": process.pid, "measurement": measurement.hex(), "relay_fd": not network})
         try:
-            send_handle(self.control, relay_end.fileno(), os.getppid())
+            if not network:
+                send_handle(self.control, relay_end.fileno(), os.getppid())
         except OSError:
             self.done = True
         finally:
             relay_end.close()
+
+    def _launch_on_ray(self, request: LaunchRequest, measurement: bytes, placement: dict[str, Any]) -> None:
+        """Start the role in a Ray actor (ray_placement.py); it reaches the relay over the network."""
+        if not request.options.get("net"):
+            raise PlatformError(f"Ray placement of {request.role!r} needs the network transport (options['net'])")
+        platform = {"backend": BACKEND, "measurement": measurement.hex(), "signer": self.signer.public_key.hex(),
+                    "svn": SECURITY_VERSION, "debug": request.debug}
+        timeout = float(request.options.get("start_timeout_s", REPLY_MARGIN_S * 6))
+        process, quote_line = self.ray.launch(request, platform, placement, timeout)
+        self.enclaves[request.role] = LaunchedEnclave(request, process, measurement)
+        self.quote_lines[quote_line] = request.role
+        self._reply({"ok": True, "pid": process.pid, "measurement": measurement.hex(), "relay_fd": False})
 
     def _enclave(self, body: dict[str, Any]) -> LaunchedEnclave:
         role = str(body["role"])
@@ -216,14 +241,7 @@ class AuthorityServer:
         return self.enclaves[role]
 
     def _signal(self, body: dict[str, Any]) -> None:
-        process = self._enclave(body).process
-        delivered = process.is_alive() and process.pid is not None
-        if delivered:
-            try:
-                os.kill(process.pid, int(body["signal"]))  # type: ignore[arg-type]
-            except ProcessLookupError:
-                delivered = False
-        self._reply({"ok": True, "delivered": delivered})
+        self._reply({"ok": True, "delivered": _send_signal(self._enclave(body).process, int(body["signal"]))})
 
     def _status(self, body: dict[str, Any]) -> None:
         process = self._enclave(body).process
@@ -254,7 +272,11 @@ class AuthorityServer:
 
     def stop_all(self, grace_s: float) -> None:
         """Continue and terminate every enclave still running; kill what outlives `grace_s`."""
-        running = [e.process for e in self.enclaves.values() if e.process.is_alive()]
+        for enclave in self.enclaves.values():
+            if isinstance(enclave.process, RayEnclaveProcess):
+                enclave.process.release(grace_s)
+        running = [e.process for e in self.enclaves.values()
+                   if isinstance(e.process, BaseProcess) and e.process.is_alive()]
         for process in running:
             for sig in (signal.SIGCONT, signal.SIGTERM):
                 try:
@@ -270,6 +292,19 @@ class AuthorityServer:
         for line in self.quote_lines:
             line.close()
         self.quote_lines.clear()
+
+
+def _send_signal(process: BaseProcess | RayEnclaveProcess, sig: int) -> bool:
+    """Deliver `sig` to an enclave process if it is alive (a Ray-placed one through its actor)."""
+    if isinstance(process, RayEnclaveProcess):
+        return process.send_signal(sig)
+    if not process.is_alive() or process.pid is None:
+        return False
+    try:
+        os.kill(process.pid, sig)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _ignore(signum: int, frame: FrameType | None) -> None:
@@ -355,7 +390,7 @@ class AuthorityClient(EnclaveLauncher):
                     self._broken = f"the quoting authority did not answer {op!r} within {reply_within:g} s"
                     raise PlatformError(self._broken)
                 answer = json.loads(self._conn.recv_bytes())
-                fd = recv_handle(self._conn) if op == "launch" and answer.get("ok") else None
+                fd = recv_handle(self._conn) if op == "launch" and answer.get("relay_fd") else None
             except (EOFError, OSError) as exc:
                 self._broken = f"the quoting authority is gone ({type(exc).__name__}: {exc})"
                 raise PlatformError(self._broken) from None
@@ -375,10 +410,10 @@ class AuthorityClient(EnclaveLauncher):
             self.signer = bytes.fromhex(hello["signer"])
         return self.signer
 
-    def launch(self, request: LaunchRequest) -> tuple[RoleHandle, Connection]:
-        answer, fd = self._request("launch", REPLY_MARGIN_S * 6, request=request.to_dict())
-        assert fd is not None
-        return AuthorityRoleHandle(self, request.role, int(answer["pid"])), Connection(fd)
+    def launch(self, request: LaunchRequest) -> tuple[RoleHandle, Connection | None]:
+        timeout = REPLY_MARGIN_S * 6 + float(request.options.get("start_timeout_s", 0))
+        answer, fd = self._request("launch", timeout, request=request.to_dict())
+        return AuthorityRoleHandle(self, request.role, int(answer["pid"])), None if fd is None else Connection(fd)
 
     def signal(self, role: str, sig: int) -> bool:
         return bool(self._request("signal", REPLY_MARGIN_S, role=role, signal=int(sig))[0]["delivered"])

@@ -15,6 +15,11 @@ forging a tag under an unknown key succeeds with probability about 2^-100 for a 
 costs the sender one tag per recipient and each recipient one tag: 0.3 ms per 4 MB, against 2 ms
 for the SHA-256 digest this replaced. The key and the associated data change every round, so a
 previous round's broadcast never verifies either.
+
+Without shared memory (the network transport, net.py: the recipients may be on other machines) the
+sender seals with `prefix=None`: no segment is written, the ticket's segment name is empty, and the
+ciphertext travels inline beside each ticket inside the pairwise channel (`open_ticket(..., inline=)`).
+The per-recipient tag is checked exactly as for a segment.
 """
 
 from __future__ import annotations
@@ -96,25 +101,40 @@ def associated_data(session: bytes, rnd: int, sender: str) -> bytes:
     return b"".join([_DOMAIN, struct.pack(">H", len(session)), session, struct.pack(">QH", rnd, len(role)), role])
 
 
-def seal(payload: bytes, *, session: bytes, rnd: int, sender: str, prefix: str) -> Broadcast:
+def seal(payload: bytes, *, session: bytes, rnd: int, sender: str, prefix: str | None) -> Broadcast:
     """Encrypt `payload` under a fresh key into a new segment; the caller cuts one `ticket()` per
-    recipient and unlinks `segment` later."""
+    recipient and unlinks `segment` later. `prefix=None`: no segment (segment ""), the caller sends
+    `ciphertext` inline with each ticket."""
     key, nonce = AESGCM.generate_key(bit_length=256), os.urandom(NONCE_BYTES)
     ciphertext = AESGCM(key).encrypt(nonce, payload, associated_data(session, rnd, sender))
-    return Broadcast(shm.write(prefix, ciphertext), key, nonce, ciphertext)
+    return Broadcast(shm.write(prefix, ciphertext) if prefix is not None else "", key, nonce, ciphertext)
 
 
-def open_ticket(ticket: Ticket, *, session: bytes, rnd: int, sender: str, prefix: str,
-                scratch: bytearray | None = None) -> bytearray:
+def open_ticket(ticket: Ticket, *, session: bytes, rnd: int, sender: str, prefix: str | None,
+                scratch: bytearray | None = None, inline: bytes | memoryview | None = None) -> bytearray:
     """The payload of the broadcast `ticket` (received from `sender` on its channel), in a private,
     writable buffer; raises BroadcastError. `scratch` (optional, at least `ticket.size` bytes) receives
-    the private copy of the ciphertext; it is free again when this returns."""
+    the private copy of the ciphertext; it is free again when this returns. `inline`: the ciphertext
+    that came with the ticket (no shared memory), checked against the ticket like a segment."""
+    if inline is not None:
+        ciphertext = memoryview(inline).cast("B")
+        if ticket.segment or ciphertext.nbytes != ticket.size:
+            raise BroadcastError(f"broadcast of round {rnd} from {sender!r}: inline ciphertext of "
+                                 f"{ciphertext.nbytes} bytes for a ticket of {ticket.size} (segment {ticket.segment!r})")
+        return _decrypt(ticket, ciphertext, session=session, rnd=rnd, sender=sender)
+    if prefix is None:
+        raise BroadcastError(f"broadcast of round {rnd} from {sender!r}: no inline ciphertext and no shared memory")
     try:
         ciphertext = shm.read(ticket.segment, ticket.size, prefix, into=scratch)
     except shm.SegmentMissingError as exc:
         raise BroadcastMissingError(f"broadcast of round {rnd} from {sender!r}: {exc}") from None
     except shm.SegmentError as exc:
         raise BroadcastError(f"broadcast of round {rnd} from {sender!r}: {exc}") from None
+    return _decrypt(ticket, ciphertext, session=session, rnd=rnd, sender=sender)
+
+
+def _decrypt(ticket: Ticket, ciphertext: memoryview, *, session: bytes, rnd: int, sender: str) -> bytearray:
+    """Check the ticket's one-time tag over the private `ciphertext`, then decrypt it."""
     try:
         Poly1305.verify_tag(ticket.mac_key, ciphertext, ticket.tag)  # constant-time comparison
     except InvalidSignature:

@@ -89,8 +89,9 @@ class EnclaveLauncher(ABC):
         """Block until the platform is up; return its signer (the trust anchor verifiers accept)."""
 
     @abstractmethod
-    def launch(self, request: LaunchRequest) -> tuple[RoleHandle, Connection]:
-        """Load, measure and start one enclave; returns its handle and the relay's end of its pipe."""
+    def launch(self, request: LaunchRequest) -> tuple[RoleHandle, Connection | None]:
+        """Load, measure and start one enclave; returns its handle and the relay's end of its pipe (None
+        with the network transport, `request.options["net"]`: the enclave connects to the relay itself)."""
 
     @abstractmethod
     def wait(self, roles: list[str], timeout: float) -> list[str]:

@@ -131,19 +131,20 @@ class ModelOwner(Endpoint):
 
     def start_round(self, rnd: int, weights: np.ndarray, clients: list[int]) -> None:
         """Tell the admin who takes part, broadcast the encrypted weights, send each enclave its ticket."""
-        if self.mailbox.shm_prefix is None:
-            raise CitadelError("the model owner's mailbox has no shared-memory namespace for the broadcast")
         self.rejections.clear()
         self.end_round()
         self.send(ADMIN, "ROUND_PLAN", {"rnd": rnd, "clients": clients})
         sealed = broadcast.seal(pack({"rnd": rnd}, {"weights": weights}), session=self.session, rnd=rnd,
                                 sender=OWNER, prefix=self.mailbox.shm_prefix)
-        self.broadcasts.append(sealed.segment)
+        if sealed.segment:
+            self.broadcasts.append(sealed.segment)
         # the planned total lets each enclave encode early; the admin's total for the attempt decides
         planned = sum(self.num_samples.get(c, 0) for c in clients)
+        # without shared memory (network transport) the ciphertext travels inline beside each ticket
+        inline = None if sealed.segment else {"broadcast": np.frombuffer(sealed.ciphertext, dtype=np.uint8)}
         for c in clients:  # each enclave's ticket carries its own one-time tag
             self.send(leaf_name(c), "ROUND_START", {"rnd": rnd, "broadcast": sealed.ticket().to_meta(),
-                                                    "total_samples": planned})
+                                                    "total_samples": planned}, inline)
 
     def end_round(self) -> None:
         """Unlink this round's broadcast segment (late readers then drop out, as if the host withheld it)."""

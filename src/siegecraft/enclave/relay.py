@@ -69,10 +69,13 @@ class Relay:
         self._stop = threading.Event()
         self._conns: list[Connection] = []
 
+    def expect(self, role: str) -> None:
+        """Queue what arrives for `role` until it attaches (the network transport: it connects later)."""
+        self._writers.setdefault(role, queue.Queue())
+
     def attach(self, role: str, conn: Connection) -> None:
-        """Start relaying for `role` over the relay's end `conn` of its pipe."""
-        out: queue.Queue[bytes | None] = queue.Queue()
-        self._writers[role] = out
+        """Start relaying for `role` over the relay's end `conn` of its pipe (or its admitted socket)."""
+        out = self._writers.setdefault(role, queue.Queue())
         self._conns.append(conn)
         for target, name in ((self._read, "read"), (self._write, "write")):
             thread = threading.Thread(target=target, args=(role, conn) if name == "read" else (role, conn, out),

@@ -29,7 +29,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from siegecraft.enclave import shm
+from siegecraft.enclave import net, shm
 from siegecraft.enclave.attestation import VerifierPolicy
 from siegecraft.enclave.backends import backend_names, get_backend
 from siegecraft.enclave.bundle import CodeBundle
@@ -40,6 +40,7 @@ from siegecraft.enclave.launcher import EnclaveLauncher, LaunchRequest, Platform
 from siegecraft.enclave.measurement import SECURITY_VERSION, measure
 from siegecraft.enclave.owner import ModelOwner
 from siegecraft.enclave.provisioning import data_owner_name, declared_count
+from siegecraft.enclave.ray_placement import import_ray
 from siegecraft.enclave.relay import Relay, Tamper
 from siegecraft.enclave.roles.admin import ROUND_BUDGET, leaf_name
 from siegecraft.enclave.roles.base import ADMIN, OWNER
@@ -51,6 +52,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("siegecraft.enclave")
 DROPOUT_POLICIES = ("remask", "abort")
+#: how roles reach the relay: "shm" pipes + shared memory (one machine, the default), "tcp" the network
+#: transport with local role processes, "ray" the network transport with each role in a Ray actor
+TRANSPORTS = ("shm", "tcp", "ray")
 
 
 @dataclass
@@ -99,6 +103,12 @@ class SessionConfig:
     #: test hook for altered code: role -> extra modules the platform loads into that enclave and measures
     #: with its code, so its quotes carry a measurement that is not allow-listed
     code_overrides: dict[str, list[str]] = field(default_factory=dict)
+    #: "shm" (pipes and shared memory), "tcp" (network transport, local processes), "ray" (network, Ray actors)
+    transport: str = "shm"
+    #: the address the relay's TCP listener binds (network transports); roles must be able to reach it
+    listen_host: str = net.DEFAULT_HOST
+    #: the Ray cluster of transport="ray" (None: the one this process is connected to)
+    ray_address: str | None = None
 
     def __post_init__(self) -> None:
         ids = [p.client_id for p in self.parties]
@@ -120,6 +130,10 @@ class SessionConfig:
             raise ValueError(f"mp_context must be 'spawn' or 'forkserver', got {self.mp_context!r}")
         if self.attestation not in backend_names():
             raise ValueError(f"attestation must be one of {backend_names()}, got {self.attestation!r}")
+        if self.transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {TRANSPORTS}, got {self.transport!r}")
+        if not isinstance(self.listen_host, str) or not self.listen_host:
+            raise ValueError(f"listen_host must be a host name or address, got {self.listen_host!r}")
         if self.min_svn < 0:
             raise ValueError(f"min_svn must be >= 0, got {self.min_svn}")
         for party in self.parties:
@@ -165,6 +179,9 @@ class CitadelSession:
         self.num_samples: dict[int, int] = {}
         self.measurements: dict[str, bytes] = {}
         self._last_round: int | None = None
+        #: the relay's TCP front door (network transports only)
+        self.listener: net.NetListener | None = None
+        self._placement: dict[str, Any] | None = None
 
     # -- configuration -------------------------------------------------------------------------
     def _verify_key(self) -> str:
@@ -229,9 +246,13 @@ class CitadelSession:
         if unknown:
             raise ValueError(f"code_overrides names roles that do not exist: {unknown}")
         self.announce()
+        networked = cfg.transport != "shm"
         options = {"start_timeout_s": cfg.start_timeout_s, "audit_dir": cfg.audit_dir, "log_level": cfg.log_level,
-                   "shm_prefix": self.shm_prefix, "bulk_threshold": cfg.bulk_threshold}
+                   "shm_prefix": None if networked else self.shm_prefix,
+                   "bulk_threshold": 0 if networked else cfg.bulk_threshold}
         try:
+            if networked:
+                self._start_network()
             signer = self._start_platform_and_owners(ctx, options)
             infrastructure = self._infrastructure_configs()
             self.measurements = {role: measure(kind, conf) for role, (kind, conf) in infrastructure.items()}
@@ -240,7 +261,8 @@ class CitadelSession:
                                                 backend=cfg.attestation)
             owner_end, relay_end = ctx.Pipe()
             self.relay.attach(OWNER, relay_end)
-            mailbox = Mailbox(owner_end, OWNER, shm_prefix=self.shm_prefix, bulk_threshold=cfg.bulk_threshold)
+            mailbox = Mailbox(owner_end, OWNER, shm_prefix=options["shm_prefix"],
+                              bulk_threshold=options["bulk_threshold"])
             self.owner = ModelOwner(mailbox, self.backend.checker(), admin_policy, self.owner_key)
             for role, (kind, conf) in infrastructure.items():  # they need no data owner keys: launch them now
                 self._launch(role, kind, conf, options)
@@ -250,6 +272,7 @@ class CitadelSession:
             for role, (kind, conf) in training.items():
                 self.measurements[role] = measure(kind, conf)
                 self._launch(role, kind, conf, options)
+            self._await_connections()
             self.data_owners.provision({p.client_id: training[leaf_name(p.client_id)][1] for p in cfg.parties},
                                        cfg.start_timeout_s)
             policy = {"allowed": {r: m.hex() for r, m in self.measurements.items() if r != ADMIN},
@@ -264,6 +287,28 @@ class CitadelSession:
         except BaseException:
             self.close()
             raise
+
+    def _start_network(self) -> None:
+        """The relay's TCP listener, and (transport "ray") where the platform places the roles."""
+        cfg = self.config
+        self.listener = net.NetListener(self.relay.attach, cfg.listen_host)
+        if cfg.transport == "ray":
+            address = cfg.ray_address
+            if address is None:
+                ray = import_ray()
+                if not ray.is_initialized():
+                    raise CitadelError("transport='ray' needs a running Ray instance (ray.init) or ray_address")
+                address = ray.get_runtime_context().gcs_address
+            self._placement = {"kind": "ray", "address": address, "host": cfg.listen_host}
+
+    def _await_connections(self) -> None:
+        """Network transports: every launched role must have connected before the protocol starts."""
+        if self.listener is None:
+            return
+        missing = self.listener.wait_admitted(list(self.processes), self.config.start_timeout_s)
+        if missing:
+            raise CitadelError(f"roles {missing} did not connect to the relay at {self.listener.host}:"
+                               f"{self.listener.port} within {self.config.start_timeout_s:g} s")
 
     def _start_platform_and_owners(self, ctx: BaseContext, options: dict[str, Any]) -> bytes:
         """Start the platform and the data owners process together (the platform sends its signer to the
@@ -293,11 +338,17 @@ class CitadelSession:
     def _launch(self, role: str, kind: str, config: dict[str, Any], options: dict[str, Any]) -> None:
         """Ask the platform to load `role`; it measures the enclave itself. Attach its pipe to the relay."""
         assert self.platform is not None
+        if self.listener is not None:  # the role connects itself, with its own single-use ticket
+            self.relay.expect(role)
+            options = {**options, "net": self.listener.address(role).to_options()}
+            if self._placement is not None:
+                options["placement"] = dict(self._placement)
         request = LaunchRequest(kind, role, config, options, tuple(self.config.code_overrides.get(role, ())),
                                 self.config.debug_enclaves)
         handle, relay_end = self.platform.launch(request)
         self.processes[role] = handle
-        self.relay.attach(role, relay_end)
+        if relay_end is not None:
+            self.relay.attach(role, relay_end)
 
     def __enter__(self) -> Self:
         if self.owner is None:
@@ -322,6 +373,8 @@ class CitadelSession:
                     self.processes[role].kill()
             except PlatformError as exc:
                 log.warning("stopping the enclaves: %s", exc)
+        if self.listener is not None:
+            self.listener.close()
         self.relay.close()
         if self.owner is not None:
             self.owner.end_round()

@@ -25,7 +25,7 @@ from siegecraft.enclave.errors import ChannelError
 MAGIC = b"CTDL1"
 REF_MAGIC = b"CTDLR"
 PLAINTEXT_SEQ = -1
-ALLOWED_DTYPES = frozenset({"uint32", "uint64", "int64", "float32", "float64"})
+ALLOWED_DTYPES = frozenset({"uint8", "uint32", "uint64", "int64", "float32", "float64"})  # uint8: inline broadcasts
 _U32 = struct.Struct(">I")
 
 

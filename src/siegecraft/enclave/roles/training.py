@@ -153,7 +153,7 @@ class TrainingRole(EnclaveRole):
             return
         if msg.kind == "ROUND_START" and msg.src == OWNER:
             rnd = int(msg.meta["rnd"])
-            weights = self._open_broadcast(rnd, msg.meta)
+            weights = self._open_broadcast(rnd, msg.meta, msg.arrays.get("broadcast"))
             if weights is not None:
                 self._train(rnd, weights, msg.meta.get("total_samples"))
         elif msg.kind == "MASK" and msg.src == ADMIN:
@@ -164,14 +164,15 @@ class TrainingRole(EnclaveRole):
         else:
             self.audit("ignored", kind=msg.kind, src=msg.src)
 
-    def _open_broadcast(self, rnd: int, meta: dict[str, Any]) -> np.ndarray | None:
+    def _open_broadcast(self, rnd: int, meta: dict[str, Any], inline: np.ndarray | None = None) -> np.ndarray | None:
         """The round's global weights from the owner's broadcast; None (after telling the admin) if refused."""
         try:
             ticket = broadcast.Ticket.from_meta(meta["broadcast"])
             if len(self.ciphertext_scratch) < ticket.size:
                 self.ciphertext_scratch = bytearray(ticket.size)
             payload = broadcast.open_ticket(ticket, session=self.session, rnd=rnd, sender=OWNER,
-                                            prefix=str(self.options["shm_prefix"]), scratch=self.ciphertext_scratch)
+                                            prefix=self.options.get("shm_prefix"), scratch=self.ciphertext_scratch,
+                                            inline=None if inline is None else inline.data)
             inner, arrays = unpack(payload)
             if int(inner["rnd"]) != rnd or "weights" not in arrays:
                 raise broadcast.BroadcastError(f"broadcast payload is for round {inner['rnd']}, not {rnd}")

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,24 +18,10 @@ import torch
 from siegecraft.drivers.experiment import build_experiment
 from siegecraft.drivers.runner import run_experiment
 from tests.conftest import tiny_raw
+from tests.engines.federated.test_multinode import load_benchmark
 
 ray = pytest.importorskip("ray")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_for_port(port: int, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.5)
-    raise TimeoutError(f"no Ray head listening on port {port} after {timeout_s} s")
+_bench = load_benchmark()  # benchmarks/multinode.py: the port helpers a user's script and this test share
 
 
 @pytest.fixture
@@ -48,7 +32,7 @@ def ray_head(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, subprocess.
         pytest.skip("the `ray` command is not installed next to this interpreter")
     if ray.is_initialized():
         ray.shutdown()
-    port = _free_port()
+    port = _bench.free_port()
     # Ray >= 2.5x defaults to token auth, whose token a driver started here does not find: a local test
     # cluster runs without it (head and driver alike; set before Popen, which inherits the environment)
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
@@ -58,7 +42,7 @@ def ray_head(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, subprocess.
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        _wait_for_port(port, 90)
+        _bench.wait_for_port(port, 90)
         yield f"127.0.0.1:{port}", head
     finally:
         if ray.is_initialized():

@@ -63,10 +63,15 @@ class Federation:
         self.progress = progress or (lambda **_: None)
         self.executor = build_executor(exp.runtime.executor, **self._executor_options())
         try:
-            self.work = self._load_workload()
-        except BaseException:
+            self._build()
+        except BaseException:  # a prepared executor (a started Ray instance) must not outlive a failed set-up
             self.executor.close()
             raise
+
+    def _build(self) -> None:
+        """Load the workload (overlapping the executor's warm-up) and build everything the rounds use."""
+        exp = self.exp
+        self.work = self._load_workload()
         self.root_data: ImageDataset | None = None
         if exp.defense.names:  # a server root dataset (FLTrust) is withheld from the clients
             self.work.train, self.root_data = server_root_split(self.work.train, exp)
@@ -80,7 +85,8 @@ class Federation:
         self.strategy = build_strategy(exp, self._defense_context())
         self.adversary: Adversary = exp.attack.build()
         self.ctx = FederationContext(
-            exp, self.work.train, self.work.test, self.partitions, self.work.model_factory, self.trainer, run.figures
+            exp, self.work.train, self.work.test, self.partitions, self.work.model_factory, self.trainer,
+            self.run_dir.figures,
         )
         self.start_round = 1
         self.secure = None
@@ -208,7 +214,11 @@ class SiegecraftRunner(FederatedRunner):
             resume: bool = False) -> dict[str, Any]:
         fed = Federation(exp, run, progress)
         if resume:
-            fed.resume()
+            try:
+                fed.resume()
+            except BaseException:
+                fed.executor.close()
+                raise
         return fed.run()
 
 

@@ -70,6 +70,28 @@ def test_a_workload_that_fails_to_load_closes_the_prepared_executor(
     assert [what for what, _ in probe.calls] == ["prepare", "close"]
 
 
+def test_a_set_up_that_fails_after_loading_closes_the_prepared_executor(
+    tmp_path: Path, probe: type[PreparingProbe], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(exp: object, ctx: object) -> None:
+        raise ValueError("no such strategy")
+
+    monkeypatch.setattr(engine, "build_strategy", broken)
+    raw = tiny_raw(runtime={"executor": "prepare_probe"})
+    with pytest.raises(ValueError, match="no such strategy"):
+        Federation(build_experiment(raw), RunDir.create(tmp_path, "fed"))
+    assert [what for what, _ in probe.calls] == ["prepare", "close"]
+
+
+def test_a_resume_without_a_checkpoint_closes_the_prepared_executor(
+    tmp_path: Path, probe: type[PreparingProbe]
+) -> None:
+    raw = tiny_raw(runtime={"executor": "prepare_probe"})
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        engine.SiegecraftRunner.run(build_experiment(raw), RunDir.create(tmp_path, "fed"), resume=True)
+    assert [what for what, _ in probe.calls] == ["prepare", "close"]
+
+
 def test_executors_without_warm_up_load_the_workload_as_before(tmp_path: Path) -> None:
     fed = Federation(build_experiment(tiny_raw()), RunDir.create(tmp_path, "fed"))
     assert not fed.executor.prepares and isinstance(fed.executor, InlineExecutor)

@@ -57,28 +57,19 @@ def test_prepare_runs_on_the_calling_thread_before_start_and_close_follows(
     assert [what for what, _ in probe.calls] == ["prepare", "start", "close"]
 
 
-def test_a_workload_that_fails_to_load_closes_the_prepared_executor(
-    tmp_path: Path, probe: type[PreparingProbe], monkeypatch: pytest.MonkeyPatch
+def _raise(*_: object) -> None:
+    raise ValueError("set-up failed here")
+
+
+@pytest.mark.parametrize("step", ["build_workload", "build_strategy"], ids=["loading", "after-loading"])
+def test_a_set_up_that_fails_closes_the_prepared_executor(
+    tmp_path: Path, probe: type[PreparingProbe], monkeypatch: pytest.MonkeyPatch, step: str
 ) -> None:
-    def broken(exp: object) -> None:
-        raise FileNotFoundError("no such dataset")
-
-    monkeypatch.setattr(engine, "build_workload", broken)
+    """Loading the workload (on the helper thread) or a later set-up step fails: the warmed-up executor is
+    released before the error propagates."""
+    monkeypatch.setattr(engine, step, _raise)
     raw = tiny_raw(runtime={"executor": "prepare_probe"})
-    with pytest.raises(FileNotFoundError, match="no such dataset"):
-        Federation(build_experiment(raw), RunDir.create(tmp_path, "fed"))
-    assert [what for what, _ in probe.calls] == ["prepare", "close"]
-
-
-def test_a_set_up_that_fails_after_loading_closes_the_prepared_executor(
-    tmp_path: Path, probe: type[PreparingProbe], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def broken(exp: object, ctx: object) -> None:
-        raise ValueError("no such strategy")
-
-    monkeypatch.setattr(engine, "build_strategy", broken)
-    raw = tiny_raw(runtime={"executor": "prepare_probe"})
-    with pytest.raises(ValueError, match="no such strategy"):
+    with pytest.raises(ValueError, match="set-up failed here"):
         Federation(build_experiment(raw), RunDir.create(tmp_path, "fed"))
     assert [what for what, _ in probe.calls] == ["prepare", "close"]
 
